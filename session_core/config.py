@@ -1,0 +1,122 @@
+"""Settings: the only code that reads the environment.
+
+Each process builds one ``Settings`` (``Settings.from_env(os.environ)``) and passes it down; tests
+build ``Settings(...)`` directly and never touch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "sqlite:///sessions.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the ``postgres://`` and ``postgresql://`` forms that hosting platforms hand out."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class ReplicationSettings:
+    """The replicator's ``SESSION_REPLICATION_*`` settings (wire reference §9)."""
+
+    slot_name: str = "sessions_to_clickhouse_v1"
+    publication_name: str = "sessions_to_clickhouse_v1_publication"
+    flush_batch_size: int = 100
+    flush_interval_ms: int = 50
+    max_flush_concurrency: int = 1
+    insert_max_retries: int = 3
+    insert_base_delay_ms: int = 100
+    insert_max_delay_ms: int = 2000
+    leader_lock_id: int = 7_340_021
+    leader_retry_interval_ms: int = 500
+    metrics_port: int = 9464
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ReplicationSettings:
+        p = "SESSION_REPLICATION_"
+        return cls(
+            slot_name=environ.get(p + "SLOT_NAME") or cls.slot_name,
+            publication_name=environ.get(p + "PUBLICATION_NAME") or cls.publication_name,
+            flush_batch_size=_int(environ, p + "FLUSH_BATCH_SIZE", cls.flush_batch_size, 1),
+            flush_interval_ms=_int(environ, p + "FLUSH_INTERVAL_MS", cls.flush_interval_ms, 1),
+            max_flush_concurrency=_int(environ, p + "MAX_FLUSH_CONCURRENCY", cls.max_flush_concurrency, 1),
+            insert_max_retries=_int(environ, p + "INSERT_MAX_RETRIES", cls.insert_max_retries, 0),
+            insert_base_delay_ms=_int(environ, p + "INSERT_BASE_DELAY_MS", cls.insert_base_delay_ms, 1),
+            insert_max_delay_ms=_int(environ, p + "INSERT_MAX_DELAY_MS", cls.insert_max_delay_ms, 1),
+            leader_lock_id=_int(environ, p + "LEADER_LOCK_ID", cls.leader_lock_id, 1),
+            leader_retry_interval_ms=_int(
+                environ, p + "LEADER_RETRY_INTERVAL_MS", cls.leader_retry_interval_ms, 10
+            ),
+            metrics_port=_int(environ, p + "METRICS_PORT", cls.metrics_port, 0),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know, with defaults that work on a laptop."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    clickhouse_url: str | None = None
+    port: int = 3030
+    public_url: str | None = None
+    log_level: str = "INFO"
+    # Realtime: how long an SSE read may stay open, how often it pings, how much one read returns.
+    sse_default_wait_seconds: int = 60
+    sse_ping_interval_seconds: float = 15.0
+    read_batch_limit: int = 1000
+    part_id_ttl_seconds: int = 300
+    max_append_bytes: int = 1024 * 1024
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients reach us at, used in headers that point back at this service."""
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from environment variables; a bad value raises ``ConfigError``."""
+        return cls(
+            database_url=normalize_database_url(environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+            clickhouse_url=environ.get("CLICKHOUSE_URL") or None,
+            port=_int(environ, "PORT", 3030, 1),
+            public_url=environ.get("SESSIONS_PUBLIC_URL") or None,
+            log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
+            sse_default_wait_seconds=_int(environ, "SESSIONS_SSE_WAIT_SECONDS", 60, 1),
+            sse_ping_interval_seconds=float(_int(environ, "SESSIONS_SSE_PING_SECONDS", 15, 1)),
+            replication=ReplicationSettings.from_env(environ),
+        )

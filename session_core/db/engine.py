@@ -1,0 +1,42 @@
+"""Engine construction: one place for SQLite pragmas and PostgreSQL pool settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, **overrides: Any) -> sa.Engine:
+    """Create an engine for ``url``.
+
+    SQLite runs in WAL mode with a busy timeout so concurrent web workers queue instead of failing;
+    PostgreSQL gets a pool sized for a gevent worker with pre-ping to survive server restarts.
+    """
+    if is_sqlite(url):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **overrides)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite's implicit BEGIN is replaced by our own BEGIN IMMEDIATE below.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            # Take the write lock up front: read-then-write transactions never deadlock on upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+    options.update(overrides)
+    return sa.create_engine(url, **options)

@@ -1,0 +1,105 @@
+"""SQLAlchemy Core tables on one MetaData: the schema Alembic migrates and repositories query.
+
+Timestamps are naive UTC with millisecond precision (``TIMESTAMP(3)`` on PostgreSQL).
+On PostgreSQL ``tags`` is ``TEXT[]`` and JSON columns are ``JSONB``; SQLite stores both as JSON.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+Json = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+Tags = sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
+Timestamp = sa.DateTime().with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
+
+environments = sa.Table(
+    "environments",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("slug", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("organization_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    # The secret key is kept because it signs the environment's JWTs; lookups go through its hash.
+    sa.Column("api_key", sa.Text, nullable=False),
+    sa.Column("api_key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("project_id", "slug", name="environments_project_slug_key"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("friendly_id", sa.Text, nullable=False, unique=True),
+    sa.Column("external_id", sa.Text, nullable=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("task_identifier", sa.Text, nullable=False),
+    sa.Column("trigger_config", Json, nullable=False),
+    sa.Column("tags", Tags, nullable=False),
+    sa.Column("metadata", Json, nullable=True),
+    sa.Column("organization_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("environment_id", sa.Text, nullable=False),
+    sa.Column("environment_type", sa.Text, nullable=False),
+    sa.Column("current_run_id", sa.Text, nullable=True),
+    sa.Column("current_run_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("closed_at", Timestamp, nullable=True),
+    sa.Column("closed_reason", sa.Text, nullable=True),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    # NULL externalIds never collide: both databases treat NULLs as distinct in unique indexes.
+    sa.UniqueConstraint("environment_id", "external_id", name="sessions_environment_external_id_key"),
+    sa.Index("sessions_expires_at_idx", "expires_at"),
+    sa.Index("sessions_current_run_id_idx", "current_run_id"),
+)
+
+session_runs = sa.Table(
+    "session_runs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("session_id", sa.Text, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False, unique=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("triggered_at", Timestamp, nullable=False),
+    sa.Index("session_runs_session_id_idx", "session_id"),
+)
+
+# One row per channel. An append locks this row, so ``next_seq`` (the tail) stays gap-free and
+# unique per channel; ``last_timestamp`` keeps record timestamps monotonic without reading records;
+# ``parts_swept_at`` spaces out the lazy clean-up of expired part ids to once per TTL.
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("next_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_timestamp", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("parts_swept_at", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Records in S2's shape: epoch-ms ``timestamp``, ``headers`` as ``[[name, value], ...]`` (NULL when
+# empty). Trimmed records are deleted; their seq_nums are never reused because ``next_seq`` only grows.
+channel_records = sa.Table(
+    "channel_records",
+    metadata,
+    sa.Column("channel_key", sa.Text, primary_key=True),
+    sa.Column("seq_num", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("headers", Json, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+# X-Part-Id de-duplication: a retried append finds its first seq_num here while
+# ``created_at`` (epoch ms) is within the TTL.
+channel_parts = sa.Table(
+    "channel_parts",
+    metadata,
+    sa.Column("channel_key", sa.Text, primary_key=True),
+    sa.Column("part_id", sa.Text, primary_key=True),
+    sa.Column("seq_num", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,66 @@
+"""UnitOfWork: one database transaction with the repositories bound to it.
+
+Leaving the ``with`` block without ``commit()`` rolls back, so a use case that raises half way
+leaves nothing half-written. Callbacks registered with ``on_commit`` run only after the commit
+succeeded (live-tail wake-ups use it: a subscriber must never be woken for a record it cannot read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+
+import sqlalchemy as sa
+from session_core.streams.store import SqlChannelStore
+
+from session_core.repositories.sql import (
+    SqlEnvironmentRepository,
+    SqlSessionRepository,
+    SqlSessionRunRepository,
+)
+
+
+class UnitOfWork:
+    sessions: SqlSessionRepository
+    environments: SqlEnvironmentRepository
+    runs: SqlSessionRunRepository
+    channels: SqlChannelStore
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._after_commit: list[Callable[[], None]] = []
+
+    def __enter__(self) -> UnitOfWork:
+        self._conn = self._engine.connect()
+        self._tx = self._conn.begin()
+        self._after_commit = []
+        self.sessions = SqlSessionRepository(self._conn)
+        self.environments = SqlEnvironmentRepository(self._conn)
+        self.runs = SqlSessionRunRepository(self._conn)
+        self.channels = SqlChannelStore(self._conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            self._conn.close()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed."""
+        self._after_commit.append(callback)
+
+    def commit(self) -> None:
+        self._tx.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,87 @@
+"""Repository ports: what the services need from storage, named for the use, not for CRUD."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from session_core.cursors import SessionKey
+from session_core.models import Environment, Session, SessionRun, SessionStatus
+
+Direction = Literal["forward", "backward"]
+
+
+@dataclass(frozen=True)
+class SessionFilters:
+    """The list filters of wire reference §5; empty tuples mean "no filter"."""
+
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    task_identifiers: tuple[str, ...] = ()
+    external_ids: tuple[str, ...] = ()
+    statuses: tuple[SessionStatus, ...] = ()
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SessionListQuery:
+    """One page request: keys strictly past ``cursor`` in ``direction``, at most ``limit`` of them.
+
+    ``forward`` walks newest to oldest (``created_at DESC, id DESC``); ``backward`` walks oldest
+    to newest from the cursor and the service reverses the page.
+    """
+
+    organization_id: str
+    project_id: str
+    environment_id: str
+    filters: SessionFilters = field(default_factory=SessionFilters)
+    direction: Direction = "forward"
+    cursor: SessionKey | None = None
+    limit: int = 21
+
+
+class SessionLister(Protocol):
+    """List, count and tag queries; backed by SQL or by ClickHouse with identical semantics."""
+
+    def list_keys(self, query: SessionListQuery, now: datetime) -> list[SessionKey]: ...
+
+    def count(self, query: SessionListQuery, now: datetime) -> int: ...
+
+    def list_tags(
+        self, organization_id: str, project_id: str, environment_id: str, query: str | None, limit: int
+    ) -> list[str]: ...
+
+
+class SessionRepository(Protocol):
+    def get_by_ref(self, environment_id: str, session_ref: str) -> Session | None: ...
+
+    def get_many(self, environment_id: str, ids: Sequence[str]) -> list[Session]: ...
+
+    def insert_or_get(self, session: Session) -> Session: ...
+
+    def update_fields(self, session_id: str, changes: dict[str, object], now: datetime) -> Session: ...
+
+    def close_if_open(self, session_id: str, reason: str | None, now: datetime) -> Session: ...
+
+    def claim_run(
+        self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = ...
+    ) -> bool: ...
+
+
+class SessionRunRepository(Protocol):
+    def add(self, run: SessionRun) -> None: ...
+
+    def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None: ...
+
+
+class EnvironmentRepository(Protocol):
+    def add(self, environment: Environment) -> None: ...
+
+    def get(self, environment_id: str) -> Environment | None: ...
+
+    def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None: ...
+
+    def get_by_slug(self, slug: str) -> Environment | None: ...

@@ -1,0 +1,289 @@
+"""SQLAlchemy Core repositories for SQLite and PostgreSQL.
+
+Where the dialects differ (upsert, array overlap, row locks) the difference sits in one small
+private function. Integrity errors become domain ``Conflict``s: no database message reaches a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from session_core.cursors import SessionKey
+from session_core.db.tables import environments, session_runs, sessions
+from session_core.errors import Conflict, NotFound
+from session_core.ids import is_session_friendly_id
+from session_core.models import Environment, EnvironmentType, RunReason, Session, SessionRun, SessionStatus
+from session_core.repositories.ports import SessionFilters, SessionListQuery
+
+EXTERNAL_ID_TAKEN = "A session with this externalId already exists in this environment"
+
+
+def _is_postgres(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _to_session(row: sa.Row[Any]) -> Session:
+    values = row._asdict()
+    values["tags"] = list(values["tags"] or [])
+    return Session(**values)
+
+
+def _ref_condition(environment_id: str, session_ref: str) -> sa.ColumnElement[bool]:
+    column = sessions.c.friendly_id if is_session_friendly_id(session_ref) else sessions.c.external_id
+    return sa.and_(sessions.c.environment_id == environment_id, column == session_ref)
+
+
+class SqlSessionRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def get_by_ref(self, environment_id: str, session_ref: str, *, lock: bool = False) -> Session | None:
+        """Find a session by friendly id or externalId within one environment.
+
+        ``lock`` takes a shared row lock on PostgreSQL so a concurrent close waits for this
+        transaction (an append that saw the session open commits before the close does).
+        """
+        query = sa.select(sessions).where(_ref_condition(environment_id, session_ref))
+        if lock and _is_postgres(self._conn):
+            query = query.with_for_update(read=True)
+        row = self._conn.execute(query).first()
+        return _to_session(row) if row else None
+
+    def get(self, session_id: str) -> Session:
+        row = self._conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
+        if row is None:
+            raise NotFound("Session not found")
+        return _to_session(row)
+
+    def get_many(self, environment_id: str, ids: Sequence[str]) -> list[Session]:
+        if not ids:
+            return []
+        query = sa.select(sessions).where(
+            sessions.c.environment_id == environment_id, sessions.c.id.in_(list(ids))
+        )
+        return [_to_session(row) for row in self._conn.execute(query)]
+
+    def insert_or_get(self, session: Session) -> Session:
+        """Insert ``session``; with an externalId already taken, return the existing row instead.
+
+        The existing row's ``trigger_config`` is refreshed while it is open. The database decides
+        in one statement which row wins, so two racing creates can never both insert.
+        """
+        values = asdict(session)
+        if session.external_id is None:
+            self._conn.execute(sa.insert(sessions).values(values))
+            return session
+        insert = (postgresql.insert if _is_postgres(self._conn) else sqlite.insert)(sessions).values(values)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[sessions.c.environment_id, sessions.c.external_id],
+            set_={"trigger_config": insert.excluded.trigger_config, "updated_at": insert.excluded.updated_at},
+            where=sessions.c.closed_at.is_(None),
+        ).returning(*sessions.c)
+        row = self._conn.execute(upsert).first()
+        if row is not None:
+            return _to_session(row)
+        existing = self.get_by_ref(session.environment_id, session.external_id)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish inside our statement
+            raise Conflict(EXTERNAL_ID_TAKEN)
+        return existing
+
+    def update_fields(self, session_id: str, changes: dict[str, Any], now: datetime) -> Session:
+        """Write only the given columns; a taken externalId raises ``Conflict``."""
+        statement = (
+            sa.update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(**changes, updated_at=now)
+            .returning(*sessions.c)
+        )
+        try:
+            with self._conn.begin_nested():
+                row = self._conn.execute(statement).first()
+        except sa.exc.IntegrityError:
+            raise Conflict(EXTERNAL_ID_TAKEN) from None
+        if row is None:
+            raise NotFound("Session not found")
+        return _to_session(row)
+
+    def close_if_open(self, session_id: str, reason: str | None, now: datetime) -> Session:
+        """Close once: the condition on ``closed_at IS NULL`` makes racing closes land on one row."""
+        statement = (
+            sa.update(sessions)
+            .where(sessions.c.id == session_id, sessions.c.closed_at.is_(None))
+            .values(closed_at=now, closed_reason=reason, updated_at=now)
+            .returning(*sessions.c)
+        )
+        row = self._conn.execute(statement).first()
+        return _to_session(row) if row else self.get(session_id)
+
+    def claim_run(
+        self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = None
+    ) -> bool:
+        """Point the session at ``run_id`` if nobody moved it since we read ``expected_version``."""
+        condition = [sessions.c.id == session_id, sessions.c.current_run_version == expected_version]
+        if expected_run_id is not None:
+            condition.append(sessions.c.current_run_id == expected_run_id)
+        result = self._conn.execute(
+            sa.update(sessions)
+            .where(*condition)
+            .values(current_run_id=run_id, current_run_version=sessions.c.current_run_version + 1)
+        )
+        return result.rowcount == 1
+
+
+class SqlSessionRunRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, run: SessionRun) -> None:
+        self._conn.execute(sa.insert(session_runs).values(asdict(run)))
+
+    def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None:
+        query = (
+            sa.select(session_runs)
+            .join(sessions, sessions.c.id == session_runs.c.session_id)
+            .where(session_runs.c.run_id == run_id, sessions.c.environment_id == environment_id)
+        )
+        row = self._conn.execute(query).first()
+        if row is None:
+            return None
+        values = row._asdict()
+        return SessionRun(**{**values, "reason": RunReason(values["reason"])})
+
+
+class SqlEnvironmentRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, environment: Environment, api_key_hash: str, now: datetime) -> None:
+        values = {**asdict(environment), "api_key_hash": api_key_hash, "created_at": now}
+        try:
+            with self._conn.begin_nested():
+                self._conn.execute(sa.insert(environments).values(values))
+        except sa.exc.IntegrityError:
+            raise Conflict(f"An environment with slug {environment.slug!r} already exists") from None
+
+    def _one(self, condition: sa.ColumnElement[bool]) -> Environment | None:
+        row = self._conn.execute(sa.select(environments).where(condition)).first()
+        if row is None:
+            return None
+        return Environment(
+            id=row.id,
+            slug=row.slug,
+            type=EnvironmentType(row.type),
+            organization_id=row.organization_id,
+            project_id=row.project_id,
+            api_key=row.api_key,
+        )
+
+    def get(self, environment_id: str) -> Environment | None:
+        return self._one(environments.c.id == environment_id)
+
+    def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None:
+        return self._one(environments.c.api_key_hash == api_key_hash)
+
+    def get_by_slug(self, slug: str) -> Environment | None:
+        return self._one(environments.c.slug == slug)
+
+    def first(self) -> Environment | None:
+        """The oldest environment: it fixes the installation's organisation and project."""
+        row = self._conn.execute(
+            sa.select(environments.c.id).order_by(environments.c.created_at, environments.c.id).limit(1)
+        ).first()
+        return self.get(row.id) if row else None
+
+
+def _status_condition(status: SessionStatus, now: datetime) -> sa.ColumnElement[bool]:
+    """The SQL twin of ``models.session_status``: expired means ``expires_at < now``."""
+    open_ = sessions.c.closed_at.is_(None)
+    if status is SessionStatus.CLOSED:
+        return sessions.c.closed_at.is_not(None)
+    if status is SessionStatus.EXPIRED:
+        return sa.and_(open_, sessions.c.expires_at.is_not(None), sessions.c.expires_at < now)
+    return sa.and_(open_, sa.or_(sessions.c.expires_at.is_(None), sessions.c.expires_at >= now))
+
+
+def _tags_overlap(conn: sa.Connection, tags: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    if _is_postgres(conn):
+        return sessions.c.tags.op("&&")(sa.cast(postgresql.array(tags), postgresql.ARRAY(sa.Text)))
+    each = sa.func.json_each(sessions.c.tags).table_valued("value")
+    return sa.exists(sa.select(1).select_from(each).where(each.c.value.in_(tags)))
+
+
+def filter_conditions(
+    conn: sa.Connection, query: SessionListQuery, now: datetime
+) -> list[sa.ColumnElement[bool]]:
+    """The WHERE clause of a list: tenant scope plus every filter of wire reference §5."""
+    f: SessionFilters = query.filters
+    where = [
+        sessions.c.organization_id == query.organization_id,
+        sessions.c.project_id == query.project_id,
+        sessions.c.environment_id == query.environment_id,
+    ]
+    if f.types:
+        where.append(sessions.c.type.in_(f.types))
+    if f.task_identifiers:
+        where.append(sessions.c.task_identifier.in_(f.task_identifiers))
+    if f.external_ids:
+        where.append(sessions.c.external_id.in_(f.external_ids))
+    if f.tags:
+        where.append(_tags_overlap(conn, f.tags))
+    if f.statuses:
+        where.append(sa.or_(*(_status_condition(s, now) for s in f.statuses)))
+    if f.created_from is not None:
+        where.append(sessions.c.created_at >= f.created_from)
+    if f.created_to is not None:
+        where.append(sessions.c.created_at <= f.created_to)
+    return where
+
+
+class SqlSessionLister:
+    """Lists straight from the sessions table: the embedded default, and the reference semantics."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def list_keys(self, query: SessionListQuery, now: datetime) -> list[SessionKey]:
+        key = sa.tuple_(sessions.c.created_at, sessions.c.id)
+        with self._engine.connect() as conn:
+            where = filter_conditions(conn, query, now)
+            if query.cursor is not None:
+                cursor = sa.tuple_(sa.literal(query.cursor.created_at), sa.literal(query.cursor.id))
+                where.append(key < cursor if query.direction == "forward" else key > cursor)
+            order = (
+                (sessions.c.created_at.desc(), sessions.c.id.desc())
+                if query.direction == "forward"
+                else (sessions.c.created_at.asc(), sessions.c.id.asc())
+            )
+            rows = conn.execute(
+                sa.select(sessions.c.created_at, sessions.c.id)
+                .where(*where)
+                .order_by(*order)
+                .limit(query.limit)
+            )
+            return [SessionKey(row.created_at, row.id) for row in rows]
+
+    def count(self, query: SessionListQuery, now: datetime) -> int:
+        with self._engine.connect() as conn:
+            statement = (
+                sa.select(sa.func.count()).select_from(sessions).where(*filter_conditions(conn, query, now))
+            )
+            return int(conn.execute(statement).scalar_one())
+
+    def list_tags(
+        self, organization_id: str, project_id: str, environment_id: str, query: str | None, limit: int
+    ) -> list[str]:
+        scope = SessionListQuery(organization_id, project_id, environment_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sessions.c.tags).where(*filter_conditions(conn, scope, datetime.min))
+            )
+            tags = {tag for row in rows for tag in (row.tags or [])}
+        if query:
+            tags = {tag for tag in tags if query.lower() in tag.lower()}
+        return sorted(tags)[:limit]

@@ -1,0 +1,50 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+from flask import Flask
+
+from session_core.config import Settings
+from session_core.db.engine import make_engine
+from session_core.repositories.ports import SessionLister
+from session_core.repositories.sql import SqlSessionLister
+from session_core.services.runs import RecordingLauncher, RunLauncher
+from session_web import control, cors, openapi
+from session_web.errors import register_error_handlers
+from session_web.services import Services
+
+#: Werkzeug refuses bodies past this before any route runs; routes set tighter limits.
+MAX_CONTENT_LENGTH = 2 * 1024 * 1024
+
+
+def _make_lister(settings: Settings, engine: sa.Engine) -> SessionLister:
+    """ClickHouse serves lists when configured; otherwise the SQL repository, with the same semantics."""
+    if settings.clickhouse_url:
+        from session_core.repositories.clickhouse import ClickHouseSessionLister
+
+        return ClickHouseSessionLister(settings.clickhouse_url, engine)
+    return SqlSessionLister(engine)
+
+
+def create_app(settings: Settings | None = None, launcher: RunLauncher | None = None) -> Flask:
+    """Build the web app; ``settings`` default to the environment's, as in flaskr's ``test_config``."""
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = make_engine(settings.database_url)
+    app.extensions["sessions"] = Services(
+        settings=settings,
+        engine=engine,
+        lister=_make_lister(settings, engine),
+        launcher=launcher or RecordingLauncher(),
+    )
+    cors.init_app(app)
+    register_error_handlers(app)
+    app.register_blueprint(control.bp)
+    app.register_blueprint(openapi.bp)
+    app.add_url_rule("/healthz", "healthz", lambda: {"ok": True})
+    return app

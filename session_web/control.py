@@ -1,0 +1,89 @@
+"""Blueprint for the control plane: ``/api/v1/sessions`` (wire reference §4, §5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from flask import Blueprint, request
+
+from session_core.models import Session, utcnow
+from session_core.schemas import (
+    CloseSessionSchema,
+    CreatedSessionSchema,
+    CreateSessionSchema,
+    EndAndContinueResultSchema,
+    EndAndContinueSchema,
+    SessionDetailSchema,
+    SessionListSchema,
+    UpdateSessionSchema,
+    load_list_query,
+)
+from session_core.scopes import Principal
+from session_core.services import sessions as service
+from session_web.routing import KIB, api_route
+from session_web.services import services
+
+bp = Blueprint("control", __name__, url_prefix="/api/v1/sessions")
+
+_detail = SessionDetailSchema()
+
+
+def _dump_detail(session: Session) -> dict[str, Any]:
+    body: dict[str, Any] = _detail.dump(session)
+    return body
+
+
+@api_route(bp, "", methods=["POST"], body=CreateSessionSchema(), max_bytes=32 * KIB)
+def create_session(principal: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    s = services()
+    created = service.create_session(s.uow(), s.launcher, principal, body, utcnow())
+    payload = CreatedSessionSchema().dump(
+        {
+            **asdict(created.session),
+            "run_id": created.run_id,
+            "public_access_token": created.public_access_token,
+            "is_cached": created.is_cached,
+        }
+    )
+    return payload, 200 if created.is_cached else 201
+
+
+@api_route(bp, "", methods=["GET"])
+def list_sessions(principal: Principal) -> dict[str, Any]:
+    s = services()
+    now = utcnow()
+    filters, page_size, after, before = load_list_query(request.args, now)
+    page = service.list_sessions(s.uow, s.lister, principal, filters, page_size, after, before, now)
+    pagination = {"next": page.next_cursor, "previous": page.previous_cursor}
+    return SessionListSchema().dump(
+        {"data": page.sessions, "pagination": {k: v for k, v in pagination.items() if v is not None}}
+    )
+
+
+@api_route(bp, "/<path:session_ref>", methods=["GET"])
+def retrieve_session(principal: Principal, session_ref: str) -> dict[str, Any]:
+    return _dump_detail(service.retrieve_session(services().uow(), principal, session_ref))
+
+
+@api_route(bp, "/<path:session_ref>", methods=["PATCH"], body=UpdateSessionSchema(), max_bytes=32 * KIB)
+def update_session(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
+    session = service.update_session(services().uow(), principal, session_ref, body, utcnow())
+    return _dump_detail(session)
+
+
+@api_route(bp, "/<path:session_ref>/close", methods=["POST"], body=CloseSessionSchema(), max_bytes=KIB)
+def close_session(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
+    session = service.close_session(services().uow(), principal, session_ref, body.get("reason"), utcnow())
+    return _dump_detail(session)
+
+
+@api_route(
+    bp, "/<path:session_ref>/end-and-continue", methods=["POST"], body=EndAndContinueSchema(), max_bytes=KIB
+)
+def end_and_continue(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
+    s = services()
+    run_id, swapped = service.end_and_continue(
+        s.uow(), s.launcher, principal, session_ref, body.get("calling_run_id"), body["reason"], utcnow()
+    )
+    return EndAndContinueResultSchema().dump({"run_id": run_id, "swapped": swapped})

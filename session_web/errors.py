@@ -1,0 +1,100 @@
+"""The one place errors become responses.
+
+Domain errors map to statuses in ``STATUS``; the body style is chosen per route (``g.error_style``):
+JSON ``{"error": …}`` for the control plane, ``{"ok": false, "error": …}`` for appends and plain
+text where the realtime wire reference says so. Unexpected errors are logged and answered with a
+generic 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from session_core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SessionClosed,
+    SessionsError,
+    Unauthenticated,
+    Unavailable,
+    VersionMismatch,
+)
+
+logger = logging.getLogger(__name__)
+
+ErrorStyle = Literal["json", "ok", "text"]
+
+# Most specific first: the first matching class decides the status.
+STATUS: list[tuple[type[SessionsError], int]] = [
+    (BadRequest, 400),
+    (InvalidInput, 422),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (SessionClosed, 400),
+    (VersionMismatch, 412),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (Unavailable, 503),
+]
+
+_HTTP_MESSAGES = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
+
+
+def status_for(error: SessionsError) -> int:
+    return next((code for cls, code in STATUS if isinstance(error, cls)), 500)
+
+
+def error_response(status: int, message: str, details: list[object] | None = None) -> Response:
+    """Build an error in the current route's style; 4xx a retry cannot fix say so to the client."""
+    style: ErrorStyle = g.get("error_style", "json")
+    if style == "text":
+        response = Response(message, status=status, mimetype="text/plain")
+    else:
+        body: dict[str, object] = {"ok": False, "error": message} if style == "ok" else {"error": message}
+        if status == 403 and style == "json":
+            body = {
+                "error": f"Unauthorized: {message}",
+                "code": "unauthorized",
+                "param": "access_token",
+                "type": "authorization",
+            }
+        if details:
+            body["details"] = details
+        response = jsonify(body)
+        response.status_code = status
+    if 400 <= status < 500 and status not in (408, 429):
+        response.headers["x-should-retry"] = "false"
+    return response
+
+
+def _sessions_error(error: SessionsError) -> Response:
+    details = error.details if isinstance(error, InvalidInput) and not isinstance(error, BadRequest) else None
+    return error_response(status_for(error), error.message, details)
+
+
+def _http_error(error: HTTPException) -> Response:
+    code = error.code or 500
+    response = error_response(code, _HTTP_MESSAGES.get(code, error.name))
+    if code == 405 and error.get_response().headers.get("Allow"):
+        response.headers["Allow"] = error.get_response().headers["Allow"]
+    return response
+
+
+def _unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, "Internal Server Error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(SessionsError, _sessions_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

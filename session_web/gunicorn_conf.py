@@ -1,0 +1,15 @@
+"""gunicorn settings for the web service: gevent workers sized for thousands of SSE subscribers."""
+
+import os
+
+bind = f"{os.environ.get('SESSIONS_HOST', '0.0.0.0')}:{os.environ.get('PORT', '3030')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Each idle SSE subscriber holds one connection; the default of 1000 would queue the rest.
+worker_connections = int(os.environ.get("SESSIONS_WORKER_CONNECTIONS", "10000"))
+# Open streams end on shutdown instead of holding it for the default 30 s.
+graceful_timeout = int(os.environ.get("SESSIONS_GRACEFUL_TIMEOUT", "5"))
+timeout = 60
+keepalive = 5
+limit_request_field_size = 16384
+accesslog = None

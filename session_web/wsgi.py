@@ -1,0 +1,15 @@
+"""What gunicorn loads: make psycopg2 cooperative first, then build the app once per worker."""
+
+from psycogreen.gevent import patch_psycopg
+
+patch_psycopg()
+
+import os  # noqa: E402
+
+from session_core.config import Settings  # noqa: E402
+from session_core.logs import configure_logging  # noqa: E402
+from session_web.app import create_app  # noqa: E402
+
+settings = Settings.from_env(os.environ)
+configure_logging(settings.log_level)
+app = create_app(settings)
