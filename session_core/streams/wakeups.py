@@ -1,0 +1,317 @@
+"""Live-tail wake-ups: an in-process hub, and the feeds that fill it with other processes' appends.
+
+A live reader subscribes to a channel, reads what is there in a short transaction, then waits on
+its subscription holding no database connection. Wake-ups reach the hub three ways::
+
+    append in this process ── UnitOfWork.on_commit ─────────────┐
+    append anywhere ── pg_notify ── PgTailListener (LISTEN) ─────┼──> WakeupHub ──> Subscription.wait
+    SQLite commit elsewhere ── SqliteTailWatcher (data_version) ─┘
+
+One feed runs per process (``start_tail_feed``). Only ``threading`` primitives are used: under
+gunicorn's gevent worker they are monkey-patched, so the feed thread and every waiting reader are
+greenlets that cost no OS thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "sessions_channel_tail"
+_FIRST_BACKOFF_SECONDS = 0.1
+
+
+def tail_notice(key: str, tail: int) -> str:
+    """The NOTIFY payload announcing that channel ``key`` now ends before seq_num ``tail``."""
+    return f"{tail} {key}"
+
+
+def parse_tail_notice(payload: str) -> tuple[str, int] | None:
+    """Split a payload from ``tail_notice``; None for anything else (never raise in the listener)."""
+    tail, _, key = payload.partition(" ")
+    if not key or not tail.isdigit():
+        return None
+    return key, int(tail)
+
+
+def notify_tail(conn: sa.Connection, key: str, tail: int) -> None:
+    """Queue a NOTIFY in ``conn``'s transaction; PostgreSQL delivers it only if that commits."""
+    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, tail_notice(key, tail))))
+
+
+class Subscription:
+    """One reader's interest in one channel.
+
+    Subscribe *before* the first read: a wake-up that arrives between that read and ``wait`` is
+    then kept, never lost. Use it as a context manager so the hub forgets it afterwards.
+    """
+
+    def __init__(self, hub: WakeupHub, key: str) -> None:
+        self.key = key
+        self._hub = hub
+        self._known_tail = -1
+        self._is_poked = False
+        self._event = threading.Event()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._hub._remove(self)
+
+    def wait(self, tail: int, timeout: float) -> bool:
+        """Wait until the channel is known to end past ``tail`` (the tail the caller last read).
+
+        Return True when the caller should read again: new records, a feed that reconnected and may
+        have missed some, or the hub closing (check ``WakeupHub.is_closed``). Return False when
+        ``timeout`` seconds pass without any of these.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._event.clear()
+            if self._is_poked or self._known_tail > tail or self._hub.is_closed:
+                self._is_poked = False
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._event.wait(remaining)
+
+    def _deliver(self, tail: int | None) -> None:
+        """Record a new tail, or with None a poke; only the hub calls this, under its lock."""
+        if tail is None:
+            self._is_poked = True
+        elif tail > self._known_tail:
+            self._known_tail = tail
+        else:
+            return
+        self._event.set()
+
+
+class WakeupHub:
+    """Fan tail announcements out to the subscriptions of this process, keyed by channel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._is_closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closed
+
+    def subscribe(self, key: str) -> Subscription:
+        subscription = Subscription(self, key)
+        with self._lock:
+            self._subscriptions.setdefault(key, set()).add(subscription)
+        return subscription
+
+    def publish(self, key: str, tail: int) -> None:
+        """Wake the subscriptions of ``key`` that have not yet seen ``tail``."""
+        with self._lock:
+            for subscription in self._subscriptions.get(key, ()):
+                subscription._deliver(tail)
+
+    def poke_all(self) -> None:
+        """Make every subscription read again: a feed may have missed announcements."""
+        with self._lock:
+            for subscriptions in self._subscriptions.values():
+                for subscription in subscriptions:
+                    subscription._deliver(None)
+
+    def close(self) -> None:
+        """Wake every reader for good, so live reads end on shutdown instead of running out their wait."""
+        self._is_closed = True
+        self.poke_all()
+
+    def subscribed_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._subscriptions)
+
+    def _remove(self, subscription: Subscription) -> None:
+        with self._lock:
+            subscriptions = self._subscriptions.get(subscription.key)
+            if subscriptions is not None:
+                subscriptions.discard(subscription)
+                if not subscriptions:
+                    del self._subscriptions[subscription.key]
+
+
+class TailFeed(Protocol):
+    """A per-process source of other processes' appends for a ``WakeupHub``."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool: ...
+
+
+class _BackgroundFeed(ABC):
+    """A daemon thread that holds a detached connection and replaces it, with capped backoff, on failure.
+
+    Once following, a feed pokes the hub: announcements made while it was away are gone, so readers
+    re-read and lose nothing.
+    """
+
+    thread_name = "tail-feed"
+
+    def __init__(self, engine: sa.Engine, hub: WakeupHub, max_backoff_seconds: float) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._max_backoff = max_backoff_seconds
+        self._backoff = _FIRST_BACKOFF_SECONDS
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the feed is connected and following; False if ``timeout`` passes first."""
+        return self._ready.wait(timeout)
+
+    @abstractmethod
+    def _follow(self, conn: Any) -> None:
+        """Call ``_following()`` once set up, then publish tails until stopping; raise on failure."""
+
+    def _following(self) -> None:
+        self._backoff = _FIRST_BACKOFF_SECONDS
+        self._ready.set()
+        self._hub.poke_all()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            # Detached from the pool: a feed holds its connection for the life of the process.
+            pooled = None
+            try:
+                pooled = self._engine.raw_connection()
+                driver_connection = pooled.driver_connection
+                pooled.detach()
+                self._follow(driver_connection)
+            except Exception:  # a lost connection or a server restart: log, back off, reconnect
+                logger.exception("tail feed failed; reconnecting in %.1fs", self._backoff)
+            finally:
+                self._ready.clear()
+                if pooled is not None:
+                    pooled.close()
+            self._stopping.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+
+
+class PgTailListener(_BackgroundFeed):
+    """``LISTEN`` for tail notices on a dedicated PostgreSQL connection and publish them to the hub.
+
+    Idle for ``keepalive_seconds``, it runs ``SELECT 1`` so a dead connection is noticed and replaced.
+    """
+
+    thread_name = "pg-tail-listener"
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        hub: WakeupHub,
+        *,
+        poll_seconds: float = 1.0,
+        keepalive_seconds: float = 30.0,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(engine, hub, max_backoff_seconds)
+        self._poll_seconds = poll_seconds
+        self._keepalive_seconds = keepalive_seconds
+
+    def _follow(self, conn: Any) -> None:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._following()
+        quiet_since = time.monotonic()
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([conn], [], [], self._poll_seconds)
+            if readable:
+                conn.poll()
+                notices, conn.notifies = conn.notifies, []
+                for notice in notices:
+                    parsed = parse_tail_notice(notice.payload)
+                    if parsed is not None:
+                        self._hub.publish(*parsed)
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= self._keepalive_seconds:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                quiet_since = time.monotonic()
+
+
+class SqliteTailWatcher(_BackgroundFeed):
+    """Publish the tails of subscribed channels whenever another connection commits to the SQLite file.
+
+    ``PRAGMA data_version`` changes only after another connection's commit and costs no disk read,
+    so polling it every ``interval_seconds`` is cheap; the ``channels`` table is read only then, and
+    only for the keys this process's readers follow.
+    """
+
+    thread_name = "sqlite-tail-watcher"
+    _KEYS_PER_QUERY = 500
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        hub: WakeupHub,
+        *,
+        interval_seconds: float = 0.02,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(engine, hub, max_backoff_seconds)
+        self._interval = interval_seconds
+
+    def _follow(self, conn: Any) -> None:
+        self._following()
+        seen_version = None
+        while not self._stopping.wait(self._interval):
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == seen_version:
+                continue
+            seen_version = version
+            keys = self._hub.subscribed_keys()
+            for first in range(0, len(keys), self._KEYS_PER_QUERY):
+                chunk = keys[first : first + self._KEYS_PER_QUERY]
+                placeholders = ",".join("?" * len(chunk))
+                query = f"SELECT key, next_seq FROM channels WHERE key IN ({placeholders})"
+                rows = conn.execute(query, chunk)
+                for key, tail in rows.fetchall():
+                    self._hub.publish(key, tail)
+
+
+def start_tail_feed(engine: sa.Engine, hub: WakeupHub) -> TailFeed:
+    """Start this process's feed for ``engine``'s database: LISTEN on PostgreSQL, a watcher on SQLite."""
+    feed: _BackgroundFeed
+    if engine.dialect.name == "postgresql":
+        feed = PgTailListener(engine, hub)
+    else:
+        feed = SqliteTailWatcher(engine, hub)
+    feed.start()
+    return feed

@@ -1,0 +1,96 @@
+"""The in-process wake-up hub and the NOTIFY payload: pure, no database."""
+
+import threading
+
+from session_core.streams.wakeups import WakeupHub, parse_tail_notice, tail_notice
+
+GENEROUS = 10.0
+
+
+def test_a_tail_published_before_waiting_is_not_lost():
+    hub = WakeupHub()
+    with hub.subscribe("k") as subscription:
+        hub.publish("k", 5)
+
+        assert subscription.wait(4, timeout=0) is True
+
+
+def test_a_tail_the_reader_already_has_does_not_wake_it():
+    hub = WakeupHub()
+    with hub.subscribe("k") as subscription:
+        hub.publish("k", 5)
+
+        assert subscription.wait(5, timeout=0) is False
+
+
+def test_another_channels_tail_does_not_wake_it():
+    hub = WakeupHub()
+    with hub.subscribe("k") as subscription:
+        hub.publish("other", 9)
+
+        assert subscription.wait(0, timeout=0) is False
+
+
+def test_a_waiter_in_another_thread_is_woken_by_publish():
+    hub = WakeupHub()
+    woke = []
+    with hub.subscribe("k") as subscription:
+        waiter = threading.Thread(target=lambda: woke.append(subscription.wait(0, GENEROUS)))
+        waiter.start()
+
+        hub.publish("k", 1)
+        waiter.join(GENEROUS + 5)
+
+    assert woke == [True]
+
+
+def test_every_subscriber_of_a_channel_is_woken():
+    hub = WakeupHub()
+    subscriptions = [hub.subscribe("k") for _ in range(3)]
+
+    hub.publish("k", 1)
+
+    assert [s.wait(0, timeout=0) for s in subscriptions] == [True, True, True]
+
+
+def test_a_poke_wakes_each_reader_once():
+    hub = WakeupHub()
+    with hub.subscribe("k") as subscription:
+        hub.poke_all()
+
+        assert subscription.wait(0, timeout=0) is True
+        assert subscription.wait(0, timeout=0) is False
+
+
+def test_closing_the_hub_wakes_readers_for_good():
+    hub = WakeupHub()
+    with hub.subscribe("k") as subscription:
+        hub.close()
+
+        assert hub.is_closed
+        assert subscription.wait(0, timeout=0) is True
+        assert subscription.wait(0, timeout=0) is True
+
+
+def test_the_hub_forgets_closed_subscriptions():
+    hub = WakeupHub()
+    first, second = hub.subscribe("k"), hub.subscribe("k")
+
+    first.close()
+    assert hub.subscribed_keys() == ["k"]
+    second.close()
+
+    assert hub.subscribed_keys() == []
+
+
+def test_a_tail_notice_round_trips_keys_with_spaces_and_slashes():
+    key = "env1/sessions/chat 42/in"
+
+    assert parse_tail_notice(tail_notice(key, 17)) == (key, 17)
+
+
+def test_a_malformed_notice_is_ignored():
+    assert parse_tail_notice("") is None
+    assert parse_tail_notice("nonsense") is None
+    assert parse_tail_notice("-1 key") is None
+    assert parse_tail_notice("12") is None
