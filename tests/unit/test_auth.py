@@ -1,0 +1,95 @@
+"""Bearer tokens to principals: secret keys, public JWTs and the exact 401 messages."""
+
+import pytest
+
+from session_core.auth import authenticate, generate_api_key, hash_api_key, mint_token
+from session_core.errors import Unauthenticated
+from session_core.models import Environment, EnvironmentType
+from session_core.scopes import PrincipalKind
+
+KEY = generate_api_key("DEVELOPMENT")
+ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", KEY)
+OTHER = Environment("env2", "prod", EnvironmentType.PRODUCTION, "org", "proj", generate_api_key("PRODUCTION"))
+
+
+class Environments:
+    """A dict-backed stand-in for the environment repository."""
+
+    def __init__(self, *envs: Environment) -> None:
+        self._by_id = {e.id: e for e in envs}
+
+    def get(self, environment_id):
+        return self._by_id.get(environment_id)
+
+    def get_by_api_key_hash(self, api_key_hash):
+        return next((e for e in self._by_id.values() if hash_api_key(e.api_key) == api_key_hash), None)
+
+
+ENVS = Environments(ENV, OTHER)
+
+
+def auth(header, allow_jwt=True):
+    return authenticate(header, ENVS, allow_jwt=allow_jwt)
+
+
+def test_a_secret_key_is_a_private_principal_of_its_environment():
+    principal = auth(f"Bearer {KEY}")
+
+    assert principal.kind is PrincipalKind.PRIVATE
+    assert principal.environment == ENV
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "Invalid or Missing API key"),
+        ("Bearer ", "Invalid or Missing API key"),
+        ("Basic abc", "Invalid or Missing API key"),
+        ("Bearer pk_dev_123", "Public API keys are not allowed for this request"),
+        ("Bearer tr_dev_unknown", "Invalid API Key"),
+        (f"Bearer {KEY}x", "Invalid API Key"),
+    ],
+)
+def test_unusable_credentials_get_the_wire_messages(header, message):
+    with pytest.raises(Unauthenticated) as raised:
+        auth(header)
+
+    assert raised.value.message == message
+
+
+def test_a_minted_token_carries_its_scopes():
+    principal = auth("Bearer " + mint_token(ENV, ["read:sessions:chat-1"]))
+
+    assert principal.kind is PrincipalKind.PUBLIC_JWT
+    assert principal.scopes == ("read:sessions:chat-1",)
+    assert principal.environment == ENV
+
+
+def test_routes_without_jwt_support_refuse_tokens():
+    with pytest.raises(Unauthenticated, match="Public JWT API keys are not allowed"):
+        auth("Bearer " + mint_token(ENV, ["admin"]), allow_jwt=False)
+
+
+def test_an_expired_token_is_refused():
+    with pytest.raises(Unauthenticated, match="^Public Access Token has expired"):
+        auth("Bearer " + mint_token(ENV, ["admin"], ttl_seconds=60, now=1_000_000))
+
+
+def test_a_token_signed_with_another_environments_key_is_refused():
+    forged = mint_token(Environment(ENV.id, "x", ENV.type, "o", "p", OTHER.api_key), ["admin"])
+
+    with pytest.raises(Unauthenticated, match="^Public Access Token is invalid"):
+        auth("Bearer " + forged)
+
+
+def test_a_token_for_an_unknown_environment_is_refused():
+    stranger = Environment("nope", "x", ENV.type, "o", "p", KEY)
+
+    with pytest.raises(Unauthenticated, match="environment not found"):
+        auth("Bearer " + mint_token(stranger, ["admin"]))
+
+
+@pytest.mark.parametrize("junk", ["eyJ.eyJ.sig", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJlbnYxIn0.", "eyJ!.@.#"])
+def test_malformed_tokens_are_401_not_500(junk):
+    with pytest.raises(Unauthenticated):
+        auth("Bearer " + junk)
