@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 
+import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.pool import NullPool
 
 from session_core.config import Settings
-from session_core.db.engine import is_sqlite, make_engine
+from session_core.db.engine import is_sqlite
 from session_core.db.tables import metadata
 
 config = context.config
 url = config.attributes.get("url") or Settings.from_env(os.environ).database_url
-engine = make_engine(url, poolclass=NullPool)
+engine = sa.create_engine(url, poolclass=NullPool)
 
 with engine.connect() as connection:
     context.configure(

@@ -75,6 +75,8 @@ def upgrade() -> None:
         "channels",
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("next_seq", sa.BigInteger, nullable=False),
+        sa.Column("last_timestamp", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("parts_swept_at", sa.BigInteger, nullable=False, server_default="0"),
     )
     op.create_table(
         "channel_records",
