@@ -64,6 +64,10 @@ class ReplicationSettings:
     leader_lock_id: int = 7_340_021
     leader_retry_interval_ms: int = 500
     metrics_port: int = 9464
+    # Loopback by default; set 0.0.0.0 where a Prometheus outside the host scrapes the worker.
+    metrics_host: str = "127.0.0.1"
+    # Rows held for ClickHouse (pending + in flight) before the worker stops reading the WAL.
+    max_buffered_rows: int = 50_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ReplicationSettings:
@@ -82,6 +86,8 @@ class ReplicationSettings:
                 environ, p + "LEADER_RETRY_INTERVAL_MS", cls.leader_retry_interval_ms, 10
             ),
             metrics_port=_int(environ, p + "METRICS_PORT", cls.metrics_port, 0),
+            metrics_host=environ.get(p + "METRICS_HOST") or cls.metrics_host,
+            max_buffered_rows=_int(environ, p + "MAX_BUFFERED_ROWS", cls.max_buffered_rows, 1),
         )
 
 

@@ -1,0 +1,1 @@
+"""The replication worker process (``python -m replicator``): PostgreSQL into ClickHouse."""

@@ -1,0 +1,5 @@
+import sys
+
+from replicator.worker import main
+
+sys.exit(main())
