@@ -11,13 +11,14 @@ from collections.abc import Callable
 from types import TracebackType
 
 import sqlalchemy as sa
-from session_core.streams.store import SqlChannelStore
 
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlSessionRepository,
     SqlSessionRunRepository,
 )
+from session_core.streams.store import SqlChannelStore
+from session_core.streams.wakeups import WakeupHub
 
 
 class UnitOfWork:
@@ -26,8 +27,9 @@ class UnitOfWork:
     runs: SqlSessionRunRepository
     channels: SqlChannelStore
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, hub: WakeupHub | None = None) -> None:
         self._engine = engine
+        self._hub = hub
         self._after_commit: list[Callable[[], None]] = []
 
     def __enter__(self) -> UnitOfWork:
@@ -37,7 +39,7 @@ class UnitOfWork:
         self.sessions = SqlSessionRepository(self._conn)
         self.environments = SqlEnvironmentRepository(self._conn)
         self.runs = SqlSessionRunRepository(self._conn)
-        self.channels = SqlChannelStore(self._conn)
+        self.channels = SqlChannelStore(self._conn, on_appended=self._wake_readers_after_commit)
         return self
 
     def __exit__(
@@ -55,6 +57,11 @@ class UnitOfWork:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once this transaction has committed."""
         self._after_commit.append(callback)
+
+    def _wake_readers_after_commit(self, key: str, tail: int) -> None:
+        hub = self._hub
+        if hub is not None:
+            self.on_commit(lambda: hub.publish(key, tail))
 
     def commit(self) -> None:
         self._tx.commit()

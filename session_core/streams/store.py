@@ -106,6 +106,8 @@ class StreamStore(Protocol):
 
     def tail(self, key: str) -> StreamPosition: ...
 
+    def first_seq_at(self, key: str, timestamp: int) -> int: ...
+
     def trim(self, key: str, before_seq: int) -> None: ...
 
 
@@ -254,6 +256,19 @@ class SqlChannelStore:
             sa.select(channels.c.next_seq, channels.c.last_timestamp).where(channels.c.key == key)
         ).first()
         return StreamPosition(0, 0) if row is None else StreamPosition(row.next_seq, row.last_timestamp)
+
+    def first_seq_at(self, key: str, timestamp: int) -> int:
+        """The seq_num of the first record stamped at or after ``timestamp``; the tail if none is.
+
+        Timestamps never decrease along a channel, so this is where a read "from a time" starts.
+        """
+        found = self._conn.execute(
+            sa.select(channel_records.c.seq_num)
+            .where(channel_records.c.channel_key == key, channel_records.c.timestamp >= timestamp)
+            .order_by(channel_records.c.seq_num)
+            .limit(1)
+        ).scalar()
+        return self.tail(key).seq_num if found is None else int(found)
 
     def trim(self, key: str, before_seq: int) -> None:
         """Delete the records of ``key`` below ``before_seq``; their seq_nums are never handed out again."""

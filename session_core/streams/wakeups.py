@@ -19,6 +19,7 @@ import select
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -106,12 +107,18 @@ class Subscription:
 
 
 class WakeupHub:
-    """Fan tail announcements out to the subscriptions of this process, keyed by channel."""
+    """Fan tail announcements out to the subscriptions of this process, keyed by channel.
 
-    def __init__(self) -> None:
+    ``start_feed`` (usually ``start_tail_feed`` bound to an engine) runs on the first subscription,
+    so a process that never tails a channel never holds a feed connection.
+    """
+
+    def __init__(self, start_feed: Callable[[WakeupHub], TailFeed] | None = None) -> None:
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._is_closed = False
+        self._start_feed = start_feed
+        self._feed: TailFeed | None = None
 
     @property
     def is_closed(self) -> bool:
@@ -120,6 +127,8 @@ class WakeupHub:
     def subscribe(self, key: str) -> Subscription:
         subscription = Subscription(self, key)
         with self._lock:
+            if self._feed is None and self._start_feed is not None and not self._is_closed:
+                self._feed = self._start_feed(self)
             self._subscriptions.setdefault(key, set()).add(subscription)
         return subscription
 
@@ -136,10 +145,14 @@ class WakeupHub:
                 for subscription in subscriptions:
                     subscription._deliver(None)
 
-    def close(self) -> None:
-        """Wake every reader for good, so live reads end on shutdown instead of running out their wait."""
-        self._is_closed = True
+    def close(self, timeout: float = 5.0) -> None:
+        """End live reads now (shutdown), instead of letting them run out their wait; stop the feed."""
+        with self._lock:
+            self._is_closed = True
+            feed, self._feed = self._feed, None
         self.poke_all()
+        if feed is not None:
+            feed.stop(timeout)
 
     def subscribed_keys(self) -> list[str]:
         with self._lock:
