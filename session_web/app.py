@@ -12,7 +12,8 @@ from session_core.db.engine import make_engine
 from session_core.repositories.ports import SessionLister
 from session_core.repositories.sql import SqlSessionLister
 from session_core.services.runs import RecordingLauncher, RunLauncher
-from session_web import control, cors, openapi
+from session_core.streams.wakeups import WakeupHub, start_tail_feed
+from session_web import control, cors, openapi, realtime, s2
 from session_web.errors import register_error_handlers
 from session_web.services import Services
 
@@ -41,10 +42,14 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
         engine=engine,
         lister=_make_lister(settings, engine),
         launcher=launcher or RecordingLauncher(),
+        # Live readers' wake-ups; the cross-process feed starts with the first live read.
+        hub=WakeupHub(start_feed=lambda hub: start_tail_feed(engine, hub)),
     )
     cors.init_app(app)
     register_error_handlers(app)
     app.register_blueprint(control.bp)
+    app.register_blueprint(realtime.bp)
+    app.register_blueprint(s2.bp)
     app.register_blueprint(openapi.bp)
     app.add_url_rule("/healthz", "healthz", lambda: {"ok": True})
     return app

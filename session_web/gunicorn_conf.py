@@ -13,3 +13,25 @@ timeout = 60
 keepalive = 5
 limit_request_field_size = 16384
 accesslog = None
+
+
+def post_worker_init(worker):
+    """End this worker's live reads as soon as it is told to stop.
+
+    SSE responses otherwise stay open until ``graceful_timeout`` and are then cut. Closing the
+    wake-up hub ends each one with an ``error`` event (S2's client resumes elsewhere), so the worker
+    exits as soon as the open responses have flushed.
+    """
+    import gevent
+
+    from session_web.services import services
+
+    with worker.wsgi.app_context():
+        hub = services().hub
+
+    def close_hub_when_stopping():
+        while worker.alive:
+            gevent.sleep(0.2)
+        hub.close()
+
+    gevent.spawn(close_hub_when_stopping)

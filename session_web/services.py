@@ -11,6 +11,7 @@ from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
 from session_core.services.runs import RunLauncher
+from session_core.streams.wakeups import WakeupHub
 
 
 @dataclass
@@ -19,9 +20,10 @@ class Services:
     engine: sa.Engine
     lister: SessionLister
     launcher: RunLauncher
+    hub: WakeupHub
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+        return UnitOfWork(self.engine, self.hub)
 
 
 def services() -> Services:

@@ -1,0 +1,279 @@
+"""Channel use cases: initialize, append and read a session's ``.in`` / ``.out`` (wire reference §7).
+
+Each use case checks scopes and the session's state in the wire's order, then works on the channel
+store; none of them knows about HTTP. Records carry the envelope ``{"data": …, "id": partId}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from session_core.auth import mint_token
+from session_core.db.uow import UnitOfWork
+from session_core.errors import Forbidden, NotFound, SessionClosed, SessionsError
+from session_core.ids import is_session_friendly_id
+from session_core.models import (
+    ChannelRecord,
+    Io,
+    JSONValue,
+    RunReason,
+    Session,
+    SessionStatus,
+    session_status,
+)
+from session_core.scopes import Principal
+from session_core.services.runs import RunLauncher, ensure_run
+from session_core.services.sessions import authorize
+from session_core.streams.store import NewRecord, StreamPosition, channel_key, stream_name
+
+logger = logging.getLogger(__name__)
+
+#: An S2 access token lives as long as S2's own (24 h); it names one stream and nothing else.
+STREAM_TOKEN_TTL_SECONDS = 24 * 3600
+STREAM_SCOPE_PREFIX = "s2:streams:"
+CONTROL_HEADER = "trigger-control"
+TURN_COMPLETE = "turn-complete"
+LEGACY_TURN_COMPLETE = "trigger:turn-complete"
+#: How far back from the tail a settled peek looks for the last non-command record.
+SETTLED_PEEK_RECORDS = 16
+_PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A resolved channel: its store key, its S2 stream name, and the session when a row exists."""
+
+    key: str
+    stream_name: str
+    session: Session | None
+
+
+@dataclass(frozen=True)
+class ReadBatch:
+    """Records read from a channel and its tail, which is never behind the last record returned."""
+
+    records: list[ChannelRecord]
+    tail: StreamPosition
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch of a naive UTC datetime."""
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def part_id() -> str:
+    """A 7-character nanoid, as Trigger.dev names a part that arrived without ``X-Part-Id``."""
+    return "".join(secrets.choice(_PART_ID_ALPHABET) for _ in range(7))
+
+
+def envelope(body: str, part: str) -> str:
+    """The stored record body: ``JSON.stringify({data: body, id: part})``; ``body`` stays unparsed."""
+    return json.dumps({"data": body, "id": part}, ensure_ascii=False, separators=(",", ":"))
+
+
+def open_envelope(record: ChannelRecord) -> tuple[JSONValue, str]:
+    """The ``(data, id)`` a record carries; a body that is no envelope is its own data, with no id."""
+    try:
+        parsed = json.loads(record.body)
+    except ValueError:
+        return record.body, ""
+    if isinstance(parsed, dict) and "data" in parsed:
+        part = parsed.get("id")
+        return parsed["data"], part if isinstance(part, str) else ""
+    return record.body, ""
+
+
+def is_command_record(record: ChannelRecord) -> bool:
+    """S2 command records (trim, fence) have a single header with an empty name."""
+    return bool(record.headers) and record.headers[0][0] == ""
+
+
+def is_turn_complete(record: ChannelRecord) -> bool:
+    """A ``trigger-control: turn-complete`` record, or the legacy ``trigger:turn-complete`` chunk."""
+    if [CONTROL_HEADER, TURN_COMPLETE] in record.headers:
+        return True
+    data, _ = open_envelope(record)
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return False
+    return isinstance(data, dict) and data.get("type") == LEGACY_TURN_COMPLETE
+
+
+def stream_token_scopes(name: str) -> list[str]:
+    """The scopes of a token for one S2 stream. No route of the control plane honours them."""
+    return [STREAM_SCOPE_PREFIX + name]
+
+
+def authorize_stream(principal: Principal, name: str) -> None:
+    """Let a secret key reach any stream of its environment, a stream token only its own stream.
+
+    :raise Forbidden: for any other token.
+    """
+    if not principal.is_secret_key and STREAM_SCOPE_PREFIX + name not in principal.scopes:
+        raise Forbidden("This token does not grant access to this stream")
+
+
+def _refuse_if_not_active(session: Session, now: datetime, action: str) -> None:
+    status = session_status(session, now)
+    if status is SessionStatus.CLOSED:
+        raise SessionClosed(f"Cannot {action} a closed session")
+    if status is SessionStatus.EXPIRED:
+        raise SessionClosed(f"Cannot {action} an expired session")
+
+
+def _require_secret_key_for_out(principal: Principal, io: Io, action: str) -> None:
+    # Session tokens reach browsers; only the agent, holding a secret key, may speak on `.out`.
+    if io == "out" and not principal.is_secret_key:
+        raise Forbidden(f"{action} the out channel requires secret key authentication")
+
+
+@dataclass(frozen=True)
+class ChannelGrant:
+    """What ``PUT`` hands a direct writer: the stream's name and a token for that stream alone."""
+
+    stream_name: str
+    access_token: str
+
+
+def initialize_channel(
+    uow: UnitOfWork, principal: Principal, session_ref: str, io: Io, now: datetime
+) -> ChannelGrant:
+    """Grant direct S2 access to one channel.
+
+    Scopes are checked on the URL value first (action-route order). A ``session_…`` id needs a
+    row; an externalId does not, and then names the channel itself.
+
+    :raise Forbidden: the token may not write this session, or a token (not a key) asks for ``.out``.
+    :raise NotFound: a friendly id without a session.
+    :raise SessionClosed: the session is closed or expired.
+    """
+    authorize(principal, "write", {"sessions": [session_ref]})
+    _require_secret_key_for_out(principal, io, "Initializing")
+    with uow:
+        session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
+    if session is None and is_session_friendly_id(session_ref):
+        raise NotFound("Session not found")
+    if session is not None:
+        _refuse_if_not_active(session, now, "initialize a channel on")
+    name = stream_name(session.addressing_key if session else session_ref, io)
+    token = mint_token(principal.environment, stream_token_scopes(name), ttl_seconds=STREAM_TOKEN_TTL_SECONDS)
+    return ChannelGrant(name, token)
+
+
+def append_to_channel(
+    uow: UnitOfWork,
+    launcher: RunLauncher,
+    principal: Principal,
+    session_ref: str,
+    io: Io,
+    body: str,
+    part: str | None,
+    now: datetime,
+    part_id_ttl_seconds: int,
+) -> int:
+    """Append ``body``, unparsed, in the record envelope and return the record's seq_num.
+
+    The append commits before this returns. A ``part`` (``X-Part-Id``) seen on the channel within
+    the TTL returns the first append's seq_num and writes nothing. The session row is read with a
+    shared lock, so a racing close commits after this append, never between check and write. The
+    session gets a live run (best effort: a failure to start one is logged, the append proceeds).
+
+    :raise Forbidden: the token may not write this session, or is not a secret key on ``.out``.
+    :raise NotFound: no such session (only after the scope check, so tokens learn nothing).
+    :raise SessionClosed: the session is closed or expired.
+    """
+    with uow:
+        session = uow.sessions.get_by_ref(principal.environment.id, session_ref, lock=True)
+        ids = [session_ref] if session is None else [session_ref, session.friendly_id, session.external_id]
+        authorize(principal, "write", {"sessions": ids})
+        if session is None:
+            raise NotFound("Resource not found")
+        _refuse_if_not_active(session, now, "append to")
+        _require_secret_key_for_out(principal, io, "Appending to")
+        try:
+            ensure_run(uow, launcher, session, RunReason.CONTINUATION, now)
+        except SessionsError as error:
+            logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
+        ack = uow.channels.append(
+            channel_key(session.environment_id, session.addressing_key, io),
+            [NewRecord(envelope(body, part or part_id()))],
+            now_ms=epoch_ms(now),
+            part_id=part,
+            part_id_ttl_ms=part_id_ttl_seconds * 1000,
+        )
+        uow.commit()
+    return ack.start.seq_num
+
+
+def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> Channel:
+    """Find the channel a reader asks for (loader order: existence, then scopes).
+
+    A ``session_…`` id needs a row and is NotFound *before* the scope check, as Trigger.dev's
+    loaders answer; an externalId needs no row and names the channel itself.
+
+    :raise NotFound: a friendly id without a session.
+    :raise Forbidden: the token may read none of the session's names.
+    """
+    with uow:
+        session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
+    if session is None and is_session_friendly_id(session_ref):
+        raise NotFound("Not found")
+    ids = (
+        [session_ref]
+        if session is None
+        else [session.addressing_key, session.friendly_id, session.external_id]
+    )
+    authorize(principal, "read", {"sessions": ids})
+    addressing_key = session.addressing_key if session else session_ref
+    key = channel_key(principal.environment.id, addressing_key, io)
+    return Channel(key, stream_name(addressing_key, io), session)
+
+
+def read_batch(uow: UnitOfWork, key: str, start_seq: int, limit: int) -> ReadBatch:
+    """Read up to ``limit`` records from ``start_seq`` in one short transaction.
+
+    The tail is read first: every record below it is then visible, so a reader that moves to the
+    tail after an empty read skips only trimmed records, never a committed one.
+    """
+    with uow:
+        tail = uow.channels.tail(key)
+        records = uow.channels.read(key, start_seq, limit)
+    if records and records[-1].seq_num >= tail.seq_num:
+        tail = StreamPosition(records[-1].seq_num + 1, records[-1].timestamp)
+    return ReadBatch(records, tail)
+
+
+def is_settled(uow: UnitOfWork, key: str) -> bool:
+    """Whether the channel's last non-command record is a turn-complete (a settled ``.out``)."""
+    with uow:
+        tail = uow.channels.tail(key)
+        records = uow.channels.read(key, max(0, tail.seq_num - SETTLED_PEEK_RECORDS), SETTLED_PEEK_RECORDS)
+    data_records = [record for record in records if not is_command_record(record)]
+    return bool(data_records) and is_turn_complete(data_records[-1])
+
+
+@dataclass(frozen=True)
+class LiveRead:
+    """A channel about to be tailed, and whether it is settled (its ``.out`` ended a turn)."""
+
+    channel: Channel
+    is_settled: bool
+
+
+def open_live_read(
+    uow_factory: Callable[[], UnitOfWork], principal: Principal, session_ref: str, io: Io, peek_settled: bool
+) -> LiveRead:
+    """Resolve a live read; with ``peek_settled``, also check whether ``.out`` ended on a turn-complete.
+
+    :raise NotFound: a friendly id without a session.
+    :raise Forbidden: the token may read none of the session's names.
+    """
+    channel = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
+    return LiveRead(channel, peek_settled and io == "out" and is_settled(uow_factory(), channel.key))

@@ -1,0 +1,162 @@
+"""S2 stream use cases behind the S2-compatible endpoint: append to, read and tail one stream.
+
+A stream is named relative to the caller's environment (``sessions/{key}/{io}``, as ``PUT`` hands
+it out) and is the same channel the realtime routes serve. Only a secret key of the environment or
+a token minted for that one stream may use it (``channels.authorize_stream``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from session_core.db.uow import UnitOfWork
+from session_core.errors import SessionsError, VersionMismatch
+from session_core.models import ChannelRecord
+from session_core.scopes import Principal
+from session_core.services.channels import ReadBatch, authorize_stream, read_batch
+from session_core.streams.store import AppendAck, NewRecord, StreamPosition
+from session_core.streams.wakeups import WakeupHub
+
+
+class ReadPastTail(SessionsError):
+    """Raised when a read without ``clamp`` starts past the tail; ``tail`` is where the stream ends."""
+
+    def __init__(self, tail: StreamPosition) -> None:
+        super().__init__("Read starts past the tail of the stream")
+        self.tail = tail
+
+
+class FencingTokenMismatch(VersionMismatch):
+    """Raised when an append names a fencing token other than the stream's (never set here: empty)."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__("Fencing token does not match the stream's")
+        self.current = current
+
+
+@dataclass(frozen=True)
+class ReadStart:
+    """Where a read starts: a seq_num, the first record at a timestamp, or an offset back from the tail."""
+
+    seq_num: int | None = None
+    timestamp: int | None = None
+    tail_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Where a read stops, as S2's ``count``, ``bytes`` and ``until`` (exclusive timestamp) say."""
+
+    count: int | None = None
+    bytes: int | None = None
+    until: int | None = None
+
+
+def metered_bytes(record: ChannelRecord) -> int:
+    """A record's size as S2 meters it: ``8 + 2·headers + Σ header bytes + body bytes``."""
+    header_bytes = sum(len(name.encode()) + len(value.encode()) for name, value in record.headers)
+    return 8 + 2 * len(record.headers) + header_bytes + len(record.body.encode())
+
+
+def clip_records(
+    records: list[ChannelRecord], limits: ReadLimits, counted: int = 0, metered: int = 0
+) -> tuple[list[ChannelRecord], bool]:
+    """Keep the records within ``limits`` after ``counted`` records and ``metered`` bytes already read.
+
+    Returns the kept records and whether the read is complete. A first record bigger than the byte
+    limit is still returned, so a reader always makes progress.
+    """
+    kept: list[ChannelRecord] = []
+    for record in records:
+        if limits.until is not None and record.timestamp >= limits.until:
+            return kept, True
+        if limits.count is not None and counted + len(kept) >= limits.count:
+            return kept, True
+        size = metered_bytes(record)
+        if limits.bytes is not None and metered + size > limits.bytes and (kept or counted):
+            return kept, True
+        kept.append(record)
+        metered += size
+    return kept, limits.count is not None and counted + len(kept) >= limits.count
+
+
+def stream_key(principal: Principal, name: str) -> str:
+    """The store key of stream ``name`` in the caller's environment, once the caller may use it.
+
+    :raise Forbidden: a token minted for another stream, or for no stream at all.
+    """
+    authorize_stream(principal, name)
+    return f"{principal.environment.id}/{name}"
+
+
+def append_to_stream(
+    uow: UnitOfWork,
+    key: str,
+    records: Sequence[NewRecord],
+    now_ms: int,
+    match_seq_num: int | None = None,
+    fencing_token: str | None = None,
+) -> AppendAck:
+    """Append a batch atomically and return S2's ack once it is committed.
+
+    :raise FencingTokenMismatch: a non-empty fencing token (no stream here is ever fenced).
+    :raise SeqNumMismatch: ``match_seq_num`` is not the tail.
+    :raise InvalidInput: an empty batch, or text that cannot be stored.
+    """
+    if fencing_token:
+        raise FencingTokenMismatch("")
+    with uow:
+        ack = uow.channels.append(key, records, now_ms=now_ms, match_seq_num=match_seq_num)
+        uow.commit()
+    return ack
+
+
+def stream_tail(uow: UnitOfWork, key: str) -> StreamPosition:
+    """The next seq_num of the stream and its last record's timestamp."""
+    with uow:
+        return uow.channels.tail(key)
+
+
+def resolve_start(uow: UnitOfWork, key: str, start: ReadStart, clamp: bool) -> int:
+    """The seq_num a read starts at; past the tail it is the tail with ``clamp``, else an error.
+
+    :raise ReadPastTail: the start is past the tail and ``clamp`` is off.
+    """
+    with uow:
+        tail = uow.channels.tail(key)
+        if start.timestamp is not None:
+            seq_num = uow.channels.first_seq_at(key, start.timestamp)
+        elif start.tail_offset is not None:
+            seq_num = max(0, tail.seq_num - start.tail_offset)
+        else:
+            seq_num = start.seq_num or 0
+    if seq_num > tail.seq_num:
+        if not clamp:
+            raise ReadPastTail(tail)
+        seq_num = tail.seq_num
+    return seq_num
+
+
+def read_stream(
+    uow_factory: Callable[[], UnitOfWork],
+    hub: WakeupHub,
+    key: str,
+    start_seq: int,
+    limits: ReadLimits,
+    batch_size: int,
+    wait_seconds: float,
+) -> ReadBatch:
+    """Read up to ``batch_size`` records within ``limits``; at the tail, wait up to ``wait_seconds``.
+
+    The subscription is taken before the first read, so a record appended in between wakes it.
+    """
+    deadline = time.monotonic() + wait_seconds
+    with hub.subscribe(key) as subscription:
+        while True:
+            batch = read_batch(uow_factory(), key, start_seq, batch_size)
+            remaining = deadline - time.monotonic()
+            if batch.records or remaining <= 0 or hub.is_closed:
+                return ReadBatch(clip_records(batch.records, limits)[0], batch.tail)
+            subscription.wait(batch.tail.seq_num, remaining)

@@ -1,0 +1,150 @@
+"""Blueprint for a session's channels: ``/realtime/v1/sessions/<session>/<io>`` (wire reference §7).
+
+``PUT`` grants direct S2 access (to our own S2-compatible endpoint), ``POST …/append`` writes one
+record, ``GET`` tails the channel over SSE and ``GET …/records`` drains it once as JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from flask import Blueprint, Response, g, request
+
+from session_core.errors import BadRequest
+from session_core.models import IOS, ChannelRecord, Io, utcnow
+from session_core.scopes import Principal
+from session_core.services import channels as service
+from session_web import sse
+from session_web.routing import api_route, read_body
+from session_web.services import services
+
+bp = Blueprint("realtime", __name__, url_prefix="/realtime/v1/sessions")
+
+#: The S2 basin we name in ``X-S2-Basin``; the published S2 client insists on S2's basin syntax.
+S2_BASIN = "sessions"
+S2_PATH = "/s2/v1"
+S2_FLUSH_INTERVAL_MS = "100"
+S2_MAX_RETRIES = "10"
+MAX_TIMEOUT_SECONDS = 600
+MAX_PART_ID_LENGTH = 256
+_DIGITS = re.compile(r"\d+")
+
+
+def parse_io(value: str) -> Io:
+    """The channel named in the URL: ``in`` or ``out``, else a 400 (``Params Error``)."""
+    if value not in IOS:
+        raise BadRequest("Params Error")
+    return cast(Io, value)
+
+
+def parse_timeout_seconds(value: str | None, default: int) -> int:
+    """``Timeout-Seconds``: an integer 1..600, with Trigger.dev's plain-text messages."""
+    if value is None:
+        return default
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        raise BadRequest("Invalid timeout seconds") from None
+    if seconds <= 0:
+        raise BadRequest("Timeout seconds must be greater than 0")
+    if seconds > MAX_TIMEOUT_SECONDS:
+        raise BadRequest("Timeout seconds must be less than 600")
+    return seconds
+
+
+def resume_seq(last_event_id: str | None) -> int:
+    """The seq_num after ``Last-Event-ID`` (its part before any ``-``); anything else replays from 0.
+
+    S2-native ids (``seq,count,bytes``) are not numbers, so they replay everything, as Trigger.dev does.
+    """
+    head = (last_event_id or "").split("-")[0].strip()
+    return int(head) + 1 if _DIGITS.fullmatch(head) else 0
+
+
+def records_item(record: ChannelRecord) -> dict[str, Any] | None:
+    """A record as ``GET …/records`` lists it; command records are left out (None)."""
+    if service.is_command_record(record):
+        return None
+    if record.headers and not record.body:  # a control record: headers only
+        return {"data": "", "id": "", "seqNum": record.seq_num, "headers": record.headers}
+    data, part = service.open_envelope(record)
+    item: dict[str, Any] = {"data": data, "id": part, "seqNum": record.seq_num}
+    if record.headers:
+        item["headers"] = record.headers
+    return item
+
+
+@api_route(bp, "/<path:session_ref>/<io>", methods=["PUT"], error_style="text")
+def initialize_channel(
+    principal: Principal, session_ref: str, io: str
+) -> tuple[dict[str, str], int, dict[str, str]]:
+    s = services()
+    grant = service.initialize_channel(s.uow(), principal, session_ref, parse_io(io), utcnow())
+    endpoint = (s.settings.public_url or request.host_url).rstrip("/") + S2_PATH
+    headers = {
+        "X-S2-Access-Token": grant.access_token,
+        "X-S2-Stream-Name": grant.stream_name,
+        "X-S2-Basin": S2_BASIN,
+        "X-S2-Flush-Interval-Ms": S2_FLUSH_INTERVAL_MS,
+        "X-S2-Max-Retries": S2_MAX_RETRIES,
+        "X-S2-Endpoint": endpoint,
+    }
+    return {"version": "v2"}, 202, headers
+
+
+@api_route(bp, "/<path:session_ref>/<io>/append", methods=["POST"], error_style="ok")
+def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[str, Any]:
+    s = services()
+    raw = read_body(s.settings.max_append_bytes)
+    channel_io = parse_io(io)
+    part = request.headers.get("X-Part-Id") or None
+    if part is not None and len(part) > MAX_PART_ID_LENGTH:
+        raise BadRequest("X-Part-Id is too long")
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("Request body must be UTF-8 text") from None
+    seq = service.append_to_channel(
+        s.uow(),
+        s.launcher,
+        principal,
+        session_ref,
+        channel_io,
+        body,
+        part,
+        utcnow(),
+        s.settings.part_id_ttl_seconds,
+    )
+    return {"ok": True, "seq": seq}
+
+
+@api_route(bp, "/<path:session_ref>/<io>", methods=["GET"])
+def subscribe_to_channel(
+    principal: Principal, session_ref: str, io: str
+) -> Response | tuple[str, int, dict[str, str]]:
+    s = services()
+    channel_io = parse_io(io)
+    peek = request.headers.get("X-Peek-Settled") == "1" and request.method != "HEAD"
+    live = service.open_live_read(s.uow, principal, session_ref, channel_io, peek)
+    if request.method == "HEAD":
+        return "", 200, {"X-Last-Chunk-Index": "0"}
+    g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
+    wait = parse_timeout_seconds(request.headers.get("Timeout-Seconds"), s.settings.sse_default_wait_seconds)
+    options = sse.TailOptions(0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds)
+    events = sse.live_events(s, live.channel.key, resume_seq(request.headers.get("Last-Event-ID")), options)
+    return sse.event_stream(events, {"X-Session-Settled": "true"} if live.is_settled else None)
+
+
+@api_route(bp, "/<path:session_ref>/<io>/records", methods=["GET"])
+def read_channel_records(principal: Principal, session_ref: str, io: str) -> dict[str, Any]:
+    s = services()
+    channel_io = parse_io(io)
+    after = request.args.get("afterEventId")
+    if after is not None and not _DIGITS.fullmatch(after):
+        raise BadRequest("Query Error")
+    channel = service.resolve_channel_for_read(s.uow(), principal, session_ref, channel_io)
+    batch = service.read_batch(
+        s.uow(), channel.key, int(after) + 1 if after else 0, s.settings.read_batch_limit
+    )
+    return {"records": [item for item in map(records_item, batch.records) if item is not None]}

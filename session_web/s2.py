@@ -1,0 +1,178 @@
+"""Blueprint for our S2-compatible endpoint, where ``PUT``'s ``X-S2-Endpoint`` points (DESIGN.md decision 4).
+
+It serves what ``@s2-dev/streamstore``'s fetch transport calls (wire reference §13): appends, reads
+(JSON, or SSE with ``Accept: text/event-stream``) and the tail of one stream, with S2's JSON shapes,
+its 412 for a lost ``match_seq_num`` and its 416 for a read past the tail. Bodies and header values
+are raw UTF-8 text, or base64 with ``s2-format: base64``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
+from session_core.models import ChannelRecord, utcnow
+from session_core.scopes import Principal
+from session_core.services import streams as service
+from session_core.services.channels import epoch_ms
+from session_core.streams.store import NewRecord, SeqNumMismatch
+from session_web import sse
+from session_web.routing import api_route, parse_json, read_body
+from session_web.services import services
+
+bp = Blueprint("s2", __name__, url_prefix="/s2/v1")
+
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_METERED_BYTES = 1024 * 1024
+MAX_APPEND_BODY_BYTES = 2 * 1024 * 1024
+DEFAULT_READ_COUNT = 1000
+MAX_UNARY_WAIT_SECONDS = 60
+
+
+def _is_base64() -> bool:
+    return request.headers.get("s2-format", "").lower() == "base64"
+
+
+def _text(value: Any, is_base64: bool, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string")
+    if not is_base64:
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(f"{what} must be base64 of UTF-8 text") from None
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be a non-negative integer")
+    return value
+
+
+def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int | None, str | None]:
+    """S2's ``AppendInput`` JSON as ``(records, match_seq_num, fencing_token)``.
+
+    :raise InvalidInput: a field of the wrong type, no records, or more than 1000.
+    :raise PayloadTooLarge: a batch over 1 MiB as S2 meters it.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise InvalidInput("Expected an object with a records array")
+    raw_records = data["records"]
+    if not 1 <= len(raw_records) <= MAX_BATCH_RECORDS:
+        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
+    records = []
+    for index, raw in enumerate(raw_records):
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"records[{index}] must be an object")
+        headers = raw.get("headers") or []
+        if not isinstance(headers, list) or not all(isinstance(h, list) and len(h) == 2 for h in headers):
+            raise InvalidInput(f"records[{index}].headers must be [name, value] pairs")
+        records.append(
+            NewRecord(
+                body=_text(raw.get("body", ""), is_base64, f"records[{index}].body"),
+                headers=[
+                    [_text(n, is_base64, "header name"), _text(v, is_base64, "header value")]
+                    for n, v in headers
+                ],
+                timestamp=_optional_int(raw.get("timestamp"), f"records[{index}].timestamp"),
+            )
+        )
+    metered = sum(
+        service.metered_bytes(ChannelRecord(0, 0, record.body, record.headers)) for record in records
+    )
+    if metered > MAX_BATCH_METERED_BYTES:
+        raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
+    fencing_token = data.get("fencing_token")
+    if fencing_token is not None and not isinstance(fencing_token, str):
+        raise InvalidInput("fencing_token must be a string")
+    return records, _optional_int(data.get("match_seq_num"), "match_seq_num"), fencing_token
+
+
+def _query_int(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def parse_read_query() -> tuple[service.ReadStart, service.ReadLimits, int | None, bool]:
+    """The read query as ``(start, limits, wait, clamp)``; at most one start may be given."""
+    start = service.ReadStart(_query_int("seq_num"), _query_int("timestamp"), _query_int("tail_offset"))
+    if sum(value is not None for value in (start.seq_num, start.timestamp, start.tail_offset)) > 1:
+        raise BadRequest("Only one of seq_num, timestamp and tail_offset may be given")
+    limits = service.ReadLimits(_query_int("count"), _query_int("bytes"), _query_int("until"))
+    return start, limits, _query_int("wait"), request.args.get("clamp", "").lower() == "true"
+
+
+def _position(position: Any) -> dict[str, int]:
+    return sse.position_json(position)
+
+
+@bp.errorhandler(SeqNumMismatch)
+def _seq_num_mismatch(error: SeqNumMismatch) -> tuple[Response, int]:
+    return jsonify({"seq_num_mismatch": error.tail}), 412
+
+
+@bp.errorhandler(service.FencingTokenMismatch)
+def _fencing_token_mismatch(error: service.FencingTokenMismatch) -> tuple[Response, int]:
+    return jsonify({"fencing_token_mismatch": error.current}), 412
+
+
+@bp.errorhandler(service.ReadPastTail)
+def _read_past_tail(error: service.ReadPastTail) -> tuple[Response, int]:
+    return jsonify({"tail": _position(error.tail)}), 416
+
+
+@api_route(bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES)
+def append_to_stream(principal: Principal, name: str) -> Response:
+    key = service.stream_key(principal, name)
+    records, match_seq_num, fencing_token = parse_append_input(
+        parse_json(read_body(MAX_APPEND_BODY_BYTES)), _is_base64()
+    )
+    ack = service.append_to_stream(
+        services().uow(), key, records, epoch_ms(utcnow()), match_seq_num, fencing_token
+    )
+    return jsonify({"start": _position(ack.start), "end": _position(ack.end), "tail": _position(ack.tail)})
+
+
+@api_route(bp, "/streams/<path:name>/records", methods=["GET"])
+def read_stream(principal: Principal, name: str) -> Response:
+    s = services()
+    key = service.stream_key(principal, name)
+    start, limits, wait, clamp = parse_read_query()
+    start_seq = service.resolve_start(s.uow(), key, start, clamp)
+    is_base64 = _is_base64()
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        options = sse.TailOptions(
+            math.inf if wait is None else wait, s.settings.sse_ping_interval_seconds, limits, is_base64
+        )
+        return sse.event_stream(sse.live_events(s, key, start_seq, options))
+    count = min(limits.count or DEFAULT_READ_COUNT, s.settings.read_batch_limit)
+    limits = service.ReadLimits(
+        count, min(limits.bytes or MAX_BATCH_METERED_BYTES, MAX_BATCH_METERED_BYTES), limits.until
+    )
+    batch = service.read_stream(
+        s.uow, s.hub, key, start_seq, limits, count, min(wait or 0, MAX_UNARY_WAIT_SECONDS)
+    )
+    return jsonify(
+        {
+            "records": [sse.record_json(record, is_base64=is_base64) for record in batch.records],
+            "tail": _position(batch.tail),
+        }
+    )
+
+
+@api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"])
+def check_tail(principal: Principal, name: str) -> Response:
+    tail = service.stream_tail(services().uow(), service.stream_key(principal, name))
+    return jsonify({"tail": _position(tail)})

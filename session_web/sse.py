@@ -1,0 +1,149 @@
+"""Server-sent events in S2's read-session format, and the bounded live-tail generator behind them.
+
+Events are ``batch`` (records and the tail), ``ping`` (a timestamp) and ``error`` (retryable, as the
+S2 client treats it). The generator never holds a database connection between reads: each read
+runs through ``fetch`` (one short unit of work) and waits on a hub subscription in between.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response
+
+from session_core.models import ChannelRecord
+from session_core.services.channels import ReadBatch, read_batch
+from session_core.services.streams import ReadLimits, clip_records, metered_bytes
+from session_core.streams.store import StreamPosition
+from session_core.streams.wakeups import WakeupHub
+from session_web.services import Services
+
+#: Headers every SSE response carries: no caching, no proxy buffering, v2 wire for Trigger's client.
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "X-Stream-Version": "v2",
+    "Access-Control-Expose-Headers": "*",
+}
+SHUTDOWN_MESSAGE = "Server is shutting down; reconnect to resume"
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def record_json(record: ChannelRecord, *, is_base64: bool = False) -> dict[str, Any]:
+    """A record as S2 sends it; empty headers and bodies are left out, as S2 leaves them out."""
+    item: dict[str, Any] = {"seq_num": record.seq_num, "timestamp": record.timestamp}
+    if record.headers:
+        item["headers"] = [[_b64(n), _b64(v)] if is_base64 else [n, v] for n, v in record.headers]
+    if record.body:
+        item["body"] = _b64(record.body) if is_base64 else record.body
+    return item
+
+
+def position_json(position: StreamPosition) -> dict[str, int]:
+    return {"seq_num": position.seq_num, "timestamp": position.timestamp}
+
+
+def event(name: str, data: str, event_id: str | None = None) -> str:
+    """One SSE event; a multi-line ``data`` becomes several ``data:`` lines."""
+    lines = [f"event: {name}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.extend(f"data: {line}" for line in data.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+def ping_event(now_ms: int) -> str:
+    return event("ping", _json({"timestamp": now_ms}))
+
+
+def error_event(message: str) -> str:
+    return event("error", message)
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    """How one live read runs: how long it stays open at the tail, and how often it pings."""
+
+    wait_seconds: float
+    ping_seconds: float
+    limits: ReadLimits = ReadLimits()
+    is_base64: bool = False
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def tail_events(
+    fetch: Callable[[int], ReadBatch],
+    hub: WakeupHub,
+    key: str,
+    start_seq: int,
+    options: TailOptions,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[str]:
+    """Yield SSE events from ``start_seq`` on, live, until the read is done.
+
+    A ping goes out first so the response headers leave at once. Batches follow as records
+    arrive; the read ends after ``wait_seconds`` at the tail without a record, when its limits
+    are reached, or on shutdown (with an ``error`` event: S2's client resumes elsewhere).
+    Starting past the tail starts at the tail (S2's ``clamp``). The subscription is taken before
+    the first read and dropped at the end, also when the client goes away and the server closes
+    this generator.
+    """
+    with hub.subscribe(key) as subscription:
+        yield ping_event(_now_ms())
+        next_seq, counted, metered = start_seq, 0, 0
+        last_event_at = clock()
+        idle_until = last_event_at + options.wait_seconds
+        while not hub.is_closed:
+            batch = fetch(next_seq)
+            records, is_done = clip_records(batch.records, options.limits, counted, metered)
+            if records:
+                counted += len(records)
+                metered += sum(metered_bytes(record) for record in records)
+                next_seq = records[-1].seq_num + 1
+                payload = {
+                    "records": [record_json(r, is_base64=options.is_base64) for r in records],
+                    "tail": position_json(batch.tail),
+                }
+                yield event("batch", _json(payload), f"{next_seq},{counted},{metered}")
+                last_event_at = clock()
+                idle_until = last_event_at + options.wait_seconds
+            if is_done:
+                return
+            if records and next_seq < batch.tail.seq_num:
+                continue  # more records are already waiting
+            # At the tail: also skips trimmed records, or clamps a start past the tail.
+            next_seq = batch.tail.seq_num
+            now = clock()
+            if now >= idle_until:
+                return
+            woke = subscription.wait(next_seq, min(idle_until, last_event_at + options.ping_seconds) - now)
+            if not woke and clock() >= last_event_at + options.ping_seconds:
+                yield ping_event(_now_ms())
+                last_event_at = clock()
+        yield error_event(SHUTDOWN_MESSAGE)
+
+
+def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[str]:
+    """``tail_events`` on channel ``key``, each read in its own short unit of work."""
+    batch_size = s.settings.read_batch_limit
+    return tail_events(lambda seq: read_batch(s.uow(), key, seq, batch_size), s.hub, key, start_seq, options)
+
+
+def event_stream(events: Iterator[str], headers: dict[str, str] | None = None) -> Response:
+    """A streaming ``text/event-stream`` response; every event is written as soon as it is yielded."""
+    return Response(events, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})

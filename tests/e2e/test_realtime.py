@@ -1,0 +1,233 @@
+"""The realtime channels over HTTP against gunicorn (two gevent workers) on PostgreSQL.
+
+Nothing is timed: live reads are bounded by ``Timeout-Seconds`` and generous client timeouts.
+"""
+
+import json
+import threading
+import uuid
+
+import pytest
+import requests
+
+from tests.e2e.sse_client import subscribe
+from tests.servers import LiveServer
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def server(postgres):
+    with LiveServer(postgres.database_url(postgres.create_database()), workers=2) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    key = server.create_env(f"rt-{uuid.uuid4().hex[:8]}")["apiKey"]
+    return Api(server.base_url, key)
+
+
+class Api:
+    def __init__(self, base_url, api_key):
+        self.base = base_url
+        self.auth = {"Authorization": f"Bearer {api_key}"}
+        self.http = requests.Session()
+
+    def create(self, external_id=None):
+        body = {"type": "chat.agent", "taskIdentifier": "agent", "triggerConfig": {"basePayload": {}}}
+        if external_id:
+            body["externalId"] = external_id
+        response = self.http.post(f"{self.base}/api/v1/sessions", json=body, headers=self.auth, timeout=10)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def channel(self, ref, io):
+        return f"{self.base}/realtime/v1/sessions/{ref}/{io}"
+
+    def append(self, ref, io, body, headers=None):
+        return self.http.post(
+            self.channel(ref, io) + "/append", data=body, headers={**self.auth, **(headers or {})}, timeout=10
+        )
+
+    def records(self, ref, io, after=None, headers=None):
+        query = "" if after is None else f"?afterEventId={after}"
+        response = self.http.get(
+            self.channel(ref, io) + "/records" + query, headers=headers or self.auth, timeout=10
+        )
+        return response
+
+    def all_records(self, ref, io):
+        found, after = [], None
+        for _ in range(1000):
+            page = self.records(ref, io, after).json()["records"]
+            if not page:
+                return found
+            found += page
+            after = page[-1]["seqNum"]
+        raise AssertionError("records never ran dry")
+
+    def subscribe(self, ref, io, headers=None, **options):
+        headers = {**self.auth, "Timeout-Seconds": "2", **(headers or {})}
+        return subscribe(self.channel(ref, io), headers, **options)
+
+
+def data_of(record):
+    return json.loads(record["body"])["data"]
+
+
+def test_the_seed_round_trip(api):
+    created = api.create(external_id=f"chat-{uuid.uuid4()}")
+    friendly, external = created["id"], created["externalId"]
+    for ref in (friendly, external):
+        assert api.http.get(f"{api.base}/api/v1/sessions/{ref}", headers=api.auth).json()["id"] == friendly
+
+    initialized = api.http.put(api.channel(friendly, "out"), headers=api.auth)
+    first = api.append(friendly, "out", '{"text":"hello"}')
+    second = api.append(external, "out", '{"text":"world"}')
+    into = api.append(external, "in", '{"text":"hi agent"}')
+    live = api.subscribe(external, "out", stop_after_records=2)
+    closed = api.http.post(
+        f"{api.base}/api/v1/sessions/{friendly}/close", json={"reason": "done"}, headers=api.auth
+    )
+    reclosed = api.http.post(f"{api.base}/api/v1/sessions/{friendly}/close", json={}, headers=api.auth)
+    refused = api.append(friendly, "out", '{"text":"too late"}')
+
+    assert initialized.status_code == 202 and initialized.json() == {"version": "v2"}
+    assert [first.json(), second.json(), into.json()] == [
+        {"ok": True, "seq": 0},
+        {"ok": True, "seq": 1},
+        {"ok": True, "seq": 0},
+    ]
+    assert live.headers["X-Stream-Version"] == "v2"
+    assert [(r["seq_num"], data_of(r)) for r in live.records] == [
+        (0, '{"text":"hello"}'),
+        (1, '{"text":"world"}'),
+    ]
+    assert closed.status_code == reclosed.status_code == 200
+    assert reclosed.json()["closedAt"] == closed.json()["closedAt"]
+    assert refused.status_code == 400
+    assert refused.json() == {"ok": False, "error": "Cannot append to a closed session"}
+    assert len(api.all_records(friendly, "out")) == 2
+
+
+def test_a_resumed_subscriber_gets_every_record_once_while_writers_append(api):
+    ref = api.create()["id"]
+    total, cut_after = 60, 20
+    writer = threading.Thread(target=lambda: [api.append(ref, "out", f'"{n}"') for n in range(total)])
+    writer.start()
+
+    before = api.subscribe(ref, "out", stop_after_records=cut_after, headers={"Timeout-Seconds": "30"})
+    last = before.records[cut_after - 1]["seq_num"]
+    after = api.subscribe(
+        ref,
+        "out",
+        stop_after_records=total - cut_after,
+        headers={"Last-Event-ID": str(last), "Timeout-Seconds": "30"},
+    )
+    writer.join(30)
+
+    seq_nums = [r["seq_num"] for r in before.records[:cut_after] + after.records[: total - cut_after]]
+    assert seq_nums == list(range(total))
+    assert [data_of(r) for r in after.records[: total - cut_after]] == [
+        f'"{n}"' for n in range(cut_after, total)
+    ]
+
+
+def test_a_retried_part_id_is_stored_once(api):
+    ref = api.create()["id"]
+
+    first = api.append(ref, "in", "a", headers={"X-Part-Id": "part-1"})
+    retry = api.append(ref, "in", "a", headers={"X-Part-Id": "part-1"})
+
+    assert first.json() == retry.json() == {"ok": True, "seq": 0}
+    assert [(r["data"], r["id"]) for r in api.all_records(ref, "in")] == [("a", "part-1")]
+
+
+def test_records_drain_from_after_event_id(api):
+    ref = api.create()["id"]
+    for n in range(3):
+        api.append(ref, "in", str(n))
+
+    page = api.records(ref, "in", after=0).json()
+
+    assert [(r["seqNum"], r["data"]) for r in page["records"]] == [(1, "1"), (2, "2")]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("abc", "Invalid timeout seconds"),
+        ("0", "Timeout seconds must be greater than 0"),
+        ("601", "Timeout seconds must be less than 600"),
+    ],
+)
+def test_a_bad_timeout_is_a_plain_text_400(api, header, message):
+    ref = api.create()["id"]
+
+    response = api.http.get(api.channel(ref, "out"), headers={**api.auth, "Timeout-Seconds": header})
+
+    assert (response.status_code, response.text) == (400, message)
+
+
+def test_bad_appends_are_refused_and_store_nothing(api):
+    ref = api.create()["id"]
+    other = api.create()
+    other_token = other["publicAccessToken"]
+
+    unknown_io = api.append(ref, "sideways", "x")
+    too_big = api.append(ref, "in", "x" * (1024 * 1024 + 1))
+    chunked = api.http.post(api.channel(ref, "in") + "/append", data=iter([b"x"]), headers=api.auth)
+    foreign = api.append(ref, "in", "x", headers={"Authorization": f"Bearer {other_token}"})
+    out_with_token = api.append(other["id"], "out", "x", headers={"Authorization": f"Bearer {other_token}"})
+    missing = api.append("session_doesnotexist0000000000", "in", "x")
+
+    assert unknown_io.status_code == 400
+    assert too_big.status_code == 413
+    assert chunked.status_code == 413
+    assert foreign.status_code == 403
+    assert out_with_token.status_code == 403
+    assert missing.status_code == 404
+    assert api.all_records(ref, "in") == [] and api.all_records(other["id"], "out") == []
+
+
+def test_a_session_token_appends_to_in_and_reads_out(api):
+    created = api.create()
+    token = {"Authorization": f"Bearer {created['publicAccessToken']}"}
+
+    appended = api.append(created["id"], "in", "from the browser", headers=token)
+    read = api.records(created["id"], "in", headers=token)
+
+    assert appended.json() == {"ok": True, "seq": 0}
+    assert [r["data"] for r in read.json()["records"]] == ["from the browser"]
+
+
+def test_an_unwritten_external_id_can_be_read_without_a_row(api):
+    live = api.subscribe(f"never-created-{uuid.uuid4()}", "out", headers={"Timeout-Seconds": "1"})
+
+    assert live.status == 200 and live.records == []
+
+
+def test_a_missing_friendly_id_is_404_even_for_a_token_of_another_session(api):
+    token = {"Authorization": f"Bearer {api.create()['publicAccessToken']}"}
+
+    response = api.http.get(api.channel("session_doesnotexist0000000000", "out"), headers=token)
+
+    assert (response.status_code, response.json()) == (404, {"error": "Not found"})
+
+
+def test_a_token_of_another_session_cannot_read(api):
+    ref = api.create()["id"]
+    token = {"Authorization": f"Bearer {api.create()['publicAccessToken']}"}
+
+    response = api.http.get(api.channel(ref, "out"), headers=token)
+
+    assert response.status_code == 403
+
+
+def test_head_answers_the_last_chunk_index(api):
+    ref = api.create()["id"]
+
+    response = api.http.head(api.channel(ref, "out"), headers=api.auth)
+
+    assert response.status_code == 200 and response.headers["X-Last-Chunk-Index"] == "0"
