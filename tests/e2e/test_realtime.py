@@ -5,6 +5,7 @@ Nothing is timed: live reads are bounded by ``Timeout-Seconds`` and generous cli
 
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -231,3 +232,171 @@ def test_head_answers_the_last_chunk_index(api):
     response = api.http.head(api.channel(ref, "out"), headers=api.auth)
 
     assert response.status_code == 200 and response.headers["X-Last-Chunk-Index"] == "0"
+
+
+def grant(api, ref, io="out"):
+    """PUT the channel and return the S2 client's view of it: endpoint, stream URL and auth."""
+    response = api.http.put(api.channel(ref, io), headers=api.auth)
+    assert response.status_code == 202, response.text
+    stream = requests.utils.quote(response.headers["X-S2-Stream-Name"], safe="")
+    url = f"{response.headers['X-S2-Endpoint']}/streams/{stream}/records"
+    auth = {
+        "Authorization": f"Bearer {response.headers['X-S2-Access-Token']}",
+        "s2-basin": response.headers["X-S2-Basin"],
+    }
+    return url, auth
+
+
+def test_the_s2_endpoint_appends_and_reads_the_same_channel(api):
+    ref = api.create()["id"]
+    url, auth = grant(api, ref)
+    batch = {
+        "records": [
+            {"body": json.dumps({"data": {"type": "text-delta"}, "id": "abc1234"})},
+            {"headers": [["trigger-control", "turn-complete"]]},
+        ]
+    }
+
+    ack = api.http.post(url, json=batch, headers=auth)
+    read = api.http.get(url + "?seq_num=0", headers=auth)
+    tail = api.http.get(url + "/tail", headers=auth)
+    via_realtime = api.records(ref, "out")
+
+    assert ack.status_code == 200 and ack.headers["Content-Type"] == "application/json"
+    assert (ack.json()["start"]["seq_num"], ack.json()["end"]["seq_num"]) == (0, 2)
+    assert [r["seq_num"] for r in read.json()["records"]] == [0, 1]
+    assert read.json()["records"][1] == {
+        "seq_num": 1,
+        "timestamp": ack.json()["end"]["timestamp"],
+        "headers": [["trigger-control", "turn-complete"]],
+    }
+    assert tail.json()["tail"]["seq_num"] == 2
+    assert via_realtime.json()["records"] == [
+        {"data": {"type": "text-delta"}, "id": "abc1234", "seqNum": 0},
+        {"data": "", "id": "", "seqNum": 1, "headers": [["trigger-control", "turn-complete"]]},
+    ]
+
+
+def test_the_s2_endpoint_answers_a_lost_match_seq_num_with_412(api):
+    url, auth = grant(api, api.create()["id"])
+    api.http.post(url, json={"records": [{"body": "a"}], "match_seq_num": 0}, headers=auth)
+
+    lost = api.http.post(url, json={"records": [{"body": "b"}], "match_seq_num": 0}, headers=auth)
+
+    assert (lost.status_code, lost.json()) == (412, {"seq_num_mismatch": 1})
+
+
+def test_the_s2_endpoint_answers_a_read_past_the_tail_with_416_unless_clamped(api):
+    url, auth = grant(api, api.create()["id"])
+    api.http.post(url, json={"records": [{"body": "a"}]}, headers=auth)
+
+    past = api.http.get(url + "?seq_num=5", headers=auth)
+    clamped = api.http.get(url + "?seq_num=5&clamp=true", headers=auth)
+
+    assert past.status_code == 416 and past.json()["tail"]["seq_num"] == 1
+    assert clamped.status_code == 200 and clamped.json()["records"] == []
+
+
+def test_an_s2_token_is_good_for_its_own_stream_only(api):
+    first, second = api.create()["id"], api.create()["id"]
+    _, auth = grant(api, first)
+    other_url, _ = grant(api, second)
+
+    response = api.http.post(other_url, json={"records": [{"body": "x"}]}, headers=auth)
+    control_plane = api.http.get(f"{api.base}/api/v1/sessions/{first}", headers=auth)
+
+    assert response.status_code == 403
+    assert control_plane.status_code == 403
+
+
+def test_the_s2_endpoint_streams_a_read_session(api):
+    ref = api.create()["id"]
+    url, auth = grant(api, ref)
+    api.http.post(url, json={"records": [{"body": "a"}, {"body": "b"}]}, headers=auth)
+
+    live = subscribe(url + "?seq_num=1&wait=1", auth)
+
+    assert [(r["seq_num"], r["body"]) for r in live.records] == [(1, "b")]
+
+
+def test_a_settled_out_channel_drains_and_closes_at_once(api):
+    ref = api.create()["id"]
+    url, auth = grant(api, ref)
+    api.http.post(
+        url,
+        json={"records": [{"body": "answer"}, {"headers": [["trigger-control", "turn-complete"]]}]},
+        headers=auth,
+    )
+
+    live = api.subscribe(ref, "out", headers={"X-Peek-Settled": "1", "Timeout-Seconds": "600"}, timeout=20)
+
+    assert live.headers.get("X-Session-Settled") == "true"
+    assert [r["seq_num"] for r in live.records] == [0, 1]
+
+
+def test_an_unsettled_out_channel_is_not_peeked_as_settled(api):
+    ref = api.create()["id"]
+    api.append(ref, "out", "still talking")
+
+    live = api.subscribe(ref, "out", headers={"X-Peek-Settled": "1", "Timeout-Seconds": "1"})
+
+    assert "X-Session-Settled" not in live.headers
+
+
+def test_shutdown_ends_open_streams_with_an_error_event(postgres):
+    with LiveServer(postgres.database_url(postgres.create_database()), workers=1) as live:
+        key = live.create_env("shutdown")["apiKey"]
+        api = Api(live.base_url, key)
+        ref = api.create()["id"]
+        events = []
+        reader = threading.Thread(
+            target=lambda: events.extend(
+                api.subscribe(ref, "out", headers={"Timeout-Seconds": "600"}, timeout=60).events
+            )
+        )
+        reader.start()
+        api.append(ref, "out", "before shutdown")
+        api.subscribe(ref, "out", stop_after_records=1)  # the stream is open and has delivered
+
+        live.stop()
+        reader.join(60)
+
+    assert [e.name for e in events][-1] == "error"
+    assert "batch" in [e.name for e in events]
+
+
+def test_no_acknowledged_append_is_lost_when_the_server_is_killed(postgres):
+    with LiveServer(postgres.database_url(postgres.create_database()), workers=2) as live:
+        api = Api(live.base_url, live.create_env("crash")["apiKey"])
+        ref = api.create()["id"]
+        acknowledged, stop = [], threading.Event()
+
+        def write(writer):
+            for n in range(10_000):
+                if stop.is_set():
+                    return
+                body = f"{writer}-{n}"
+                try:
+                    response = api.append(ref, "in", body)
+                except requests.RequestException:
+                    return
+                if response.status_code == 200:
+                    acknowledged.append((response.json()["seq"], body))
+
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        for thread in writers:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        live.kill()
+        stop.set()
+        for thread in writers:
+            thread.join(30)
+        live.start()
+
+        stored = {(r["seqNum"], r["data"]) for r in api.all_records(ref, "in")}
+
+    assert len(acknowledged) >= 200
+    assert set(acknowledged) <= stored
+    assert sorted(seq for seq, _ in stored) == list(range(len(stored)))
