@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
+from session_core.db.uow import UnitOfWork
 from session_core.streams.store import NewRecord, SqlChannelStore
 from session_core.streams.wakeups import (
     NOTIFY_CHANNEL,
@@ -157,3 +158,23 @@ def test_start_tail_feed_follows_either_database(db_url, hub, key):
     finally:
         feed.stop()
         engine.dispose()
+
+
+def test_a_unit_of_work_wakes_readers_only_after_it_commits(db_url, hub, key):
+    engine = make_ready_engine(db_url)
+    try:
+        with hub.subscribe(key) as subscription:
+            with UnitOfWork(engine, hub) as uow:
+                uow.channels.append(key, [NewRecord("rolled back")], now_ms=1)
+            woken_by_rollback = subscription.wait(0, timeout=0)
+            with UnitOfWork(engine, hub) as uow:
+                uow.channels.append(key, [NewRecord("kept")], now_ms=1)
+                woken_before_commit = subscription.wait(0, timeout=0)
+                uow.commit()
+
+            assert subscription.wait(0, timeout=0) is True
+    finally:
+        engine.dispose()
+
+    assert woken_by_rollback is False
+    assert woken_before_commit is False

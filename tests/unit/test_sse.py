@@ -1,0 +1,164 @@
+"""SSE frames and the live-tail generator, driven by an in-memory channel: no I/O, no sleeps."""
+
+import json
+
+from session_core.models import ChannelRecord
+from session_core.services.channels import ReadBatch
+from session_core.services.streams import ReadLimits, clip_records, metered_bytes
+from session_core.streams.store import StreamPosition
+from session_core.streams.wakeups import WakeupHub
+from session_web.sse import TailOptions, event, record_json, tail_events
+
+
+class Channel:
+    """Records in memory, read in batches of ``batch_size`` like the store."""
+
+    def __init__(self, *bodies, batch_size=2, first_seq=0):
+        self.records = [ChannelRecord(first_seq + n, 1000 + n, body) for n, body in enumerate(bodies)]
+        self.next_seq = first_seq + len(bodies)
+        self.batch_size = batch_size
+        self.reads = []
+
+    def add(self, body):
+        self.records.append(ChannelRecord(self.next_seq, 2000, body))
+        self.next_seq += 1
+
+    def fetch(self, start):
+        self.reads.append(start)
+        found = [r for r in self.records if r.seq_num >= start][: self.batch_size]
+        last = self.records[-1].timestamp if self.records else 0
+        return ReadBatch(found, StreamPosition(self.next_seq, last))
+
+
+def names(events):
+    return [e.split("\n")[0].removeprefix("event: ") for e in events]
+
+
+def batch_seqs(events):
+    return [
+        [r["seq_num"] for r in json.loads(e.split("data: ", 1)[1])["records"]]
+        for e in events
+        if e.startswith("event: batch")
+    ]
+
+
+def test_an_event_splits_multi_line_data():
+    assert event("error", "one\ntwo", "7") == "event: error\nid: 7\ndata: one\ndata: two\n\n"
+
+
+def test_a_record_leaves_out_empty_headers_and_body():
+    assert record_json(ChannelRecord(3, 9, "")) == {"seq_num": 3, "timestamp": 9}
+    assert record_json(ChannelRecord(3, 9, "hi", [["a", "b"]]), is_base64=True) == {
+        "seq_num": 3,
+        "timestamp": 9,
+        "headers": [["YQ==", "Yg=="]],
+        "body": "aGk=",
+    }
+
+
+def test_metered_bytes_follow_s2():
+    assert metered_bytes(ChannelRecord(0, 0, "héllo", [["ab", "c"]])) == 8 + 2 + 3 + 6
+
+
+def test_clip_stops_at_count_bytes_and_until():
+    records = [ChannelRecord(n, 10 * n, "x" * 10) for n in range(5)]
+
+    assert clip_records(records, ReadLimits(count=2)) == (records[:2], True)
+    assert clip_records(records, ReadLimits(count=3), counted=2) == (records[:1], True)
+    assert clip_records(records, ReadLimits(bytes=40)) == (records[:2], True)
+    assert clip_records(records, ReadLimits(until=30)) == (records[:3], True)
+    assert clip_records(records, ReadLimits()) == (records, False)
+
+
+def test_a_record_over_the_byte_limit_still_goes_out_first():
+    big = ChannelRecord(0, 0, "x" * 100)
+
+    assert clip_records([big], ReadLimits(bytes=10)) == ([big], False)
+
+
+def test_a_read_pings_first_then_drains_in_batches_and_ends_at_the_tail():
+    channel = Channel("a", "b", "c")
+
+    events = list(tail_events(channel.fetch, WakeupHub(), "k", 0, TailOptions(0, 15)))
+
+    assert names(events) == ["ping", "batch", "batch"]
+    assert batch_seqs(events) == [[0, 1], [2]]
+    assert channel.reads == [0, 2]
+
+
+def test_a_batch_carries_the_resume_position_and_the_tail():
+    events = list(tail_events(Channel("a").fetch, WakeupHub(), "k", 0, TailOptions(0, 15)))
+
+    assert "id: 1,1,9\n" in events[1]
+    assert json.loads(events[1].split("data: ", 1)[1])["tail"] == {"seq_num": 1, "timestamp": 1000}
+
+
+def test_a_read_resumes_from_its_start():
+    events = list(tail_events(Channel("a", "b", "c").fetch, WakeupHub(), "k", 2, TailOptions(0, 15)))
+
+    assert batch_seqs(events) == [[2]]
+
+
+def test_a_start_past_the_tail_starts_at_the_tail():
+    channel, hub = Channel("a"), WakeupHub()
+
+    def fetch_while_another_writer_appends(start):
+        batch = channel.fetch(start)
+        if len(channel.reads) == 1:
+            channel.add("b")
+            hub.publish("k", channel.next_seq)
+        return batch
+
+    events = tail_events(fetch_while_another_writer_appends, hub, "k", 50, TailOptions(60, 15))
+    next(events)
+
+    assert batch_seqs([next(events)]) == [[1]]
+    assert channel.reads == [50, 1]
+
+
+def test_trimmed_records_are_skipped():
+    channel = Channel("d", first_seq=3)
+
+    events = list(tail_events(channel.fetch, WakeupHub(), "k", 0, TailOptions(0, 15)))
+
+    assert batch_seqs(events) == [[3]]
+
+
+def test_a_published_append_is_delivered_live():
+    channel, hub = Channel("a"), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15))
+    assert names([next(events), next(events)]) == ["ping", "batch"]
+
+    channel.add("b")
+    hub.publish("k", channel.next_seq)
+
+    assert batch_seqs([next(events)]) == [[1]]
+
+
+def test_a_count_limit_ends_the_read():
+    channel = Channel("a", "b", "c")
+
+    events = list(tail_events(channel.fetch, WakeupHub(), "k", 0, TailOptions(60, 15, ReadLimits(count=1))))
+
+    assert batch_seqs(events) == [[0]]
+
+
+def test_closing_the_hub_ends_the_read_with_an_error_event():
+    channel, hub = Channel(), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(600, 15))
+    next(events)
+
+    hub.close()
+
+    assert names(list(events)) == ["error"]
+
+
+def test_a_reader_that_goes_away_unsubscribes():
+    hub = WakeupHub()
+    events = tail_events(Channel().fetch, hub, "k", 0, TailOptions(600, 15))
+    next(events)
+    assert hub.subscribed_keys() == ["k"]
+
+    events.close()
+
+    assert hub.subscribed_keys() == []
