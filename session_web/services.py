@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask import current_app
@@ -10,7 +10,9 @@ from flask import current_app
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
+from session_core.services.channels import ReadBatch
 from session_core.services.runs import RunLauncher
+from session_core.streams.flight import SingleFlight
 from session_core.streams.wakeups import WakeupHub
 
 
@@ -21,6 +23,8 @@ class Services:
     lister: SessionLister
     launcher: RunLauncher
     hub: WakeupHub
+    #: Live readers of one channel woken together share one read of it.
+    reads: SingleFlight[tuple[str, int, int], ReadBatch] = field(default_factory=SingleFlight)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub)

@@ -139,9 +139,13 @@ def tail_events(
 
 
 def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[str]:
-    """``tail_events`` on channel ``key``, each read in its own short unit of work."""
+    """Tail channel ``key``; each read is one short unit of work, shared by readers asking the same."""
     batch_size = s.settings.read_batch_limit
-    return tail_events(lambda seq: read_batch(s.uow(), key, seq, batch_size), s.hub, key, start_seq, options)
+
+    def fetch(seq: int) -> ReadBatch:
+        return s.reads.do((key, seq, batch_size), lambda: read_batch(s.uow(), key, seq, batch_size))
+
+    return tail_events(fetch, s.hub, key, start_seq, options)
 
 
 def event_stream(events: Iterator[str], headers: dict[str, str] | None = None) -> Response:
