@@ -1,4 +1,4 @@
-"""The realtime channels over HTTP against gunicorn (two gevent workers) on PostgreSQL.
+"""The realtime channels over HTTP against gunicorn (two gevent workers), on SQLite and PostgreSQL.
 
 Nothing is timed: live reads are bounded by ``Timeout-Seconds`` and generous client timeouts.
 """
@@ -14,12 +14,19 @@ import requests
 from tests.e2e.sse_client import subscribe
 from tests.servers import LiveServer
 
-pytestmark = pytest.mark.postgres
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path_factory):
+    """One database per backend for this module; tests stay apart by sessions of their own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('realtime')}/sessions.db"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.database_url(postgres.create_database())
 
 
 @pytest.fixture(scope="module")
-def server(postgres):
-    with LiveServer(postgres.database_url(postgres.create_database()), workers=2) as live:
+def server(database_url):
+    with LiveServer(database_url, workers=2) as live:
         yield live
 
 
@@ -343,9 +350,9 @@ def test_an_unsettled_out_channel_is_not_peeked_as_settled(api):
     assert "X-Session-Settled" not in live.headers
 
 
-def test_shutdown_ends_open_streams_with_an_error_event(postgres):
-    with LiveServer(postgres.database_url(postgres.create_database()), workers=1) as live:
-        key = live.create_env("shutdown")["apiKey"]
+def test_shutdown_ends_open_streams_with_an_error_event(database_url):
+    with LiveServer(database_url, workers=1) as live:
+        key = live.create_env(f"shutdown-{uuid.uuid4().hex[:8]}")["apiKey"]
         api = Api(live.base_url, key)
         ref = api.create()["id"]
         events = []
@@ -365,9 +372,9 @@ def test_shutdown_ends_open_streams_with_an_error_event(postgres):
     assert "batch" in [e.name for e in events]
 
 
-def test_no_acknowledged_append_is_lost_when_the_server_is_killed(postgres):
-    with LiveServer(postgres.database_url(postgres.create_database()), workers=2) as live:
-        api = Api(live.base_url, live.create_env("crash")["apiKey"])
+def test_no_acknowledged_append_is_lost_when_the_server_is_killed(database_url):
+    with LiveServer(database_url, workers=2) as live:
+        api = Api(live.base_url, live.create_env(f"crash-{uuid.uuid4().hex[:8]}")["apiKey"])
         ref = api.create()["id"]
         acknowledged, stop = [], threading.Event()
 
