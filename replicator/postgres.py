@@ -22,6 +22,7 @@ PUBLISHED_OPERATIONS = "insert, update, delete"
 # Timestamps must come out of pgoutput in ISO format whatever the server's defaults are.
 _SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c TimeZone=UTC"
 _APPLICATION_NAME = "sessions-replicator"
+_CONNECT_TIMEOUT_SECONDS = 10  # an unreachable host fails (and is retried) instead of hanging
 
 
 class SetupError(RuntimeError):
@@ -56,7 +57,12 @@ def libpq_dsn(database_url: str) -> str:
 
 def connect(dsn: str) -> psycopg2.extensions.connection:
     """A normal autocommit connection, for checks, setup and the leader lock."""
-    conn = psycopg2.connect(dsn, application_name=_APPLICATION_NAME, options=_SESSION_OPTIONS)
+    conn = psycopg2.connect(
+        dsn,
+        application_name=_APPLICATION_NAME,
+        options=_SESSION_OPTIONS,
+        connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+    )
     conn.autocommit = True
     return conn
 
@@ -67,6 +73,7 @@ def connect_replication(dsn: str) -> psycopg2.extras.LogicalReplicationConnectio
         connection_factory=psycopg2.extras.LogicalReplicationConnection,
         application_name=_APPLICATION_NAME,
         options=_SESSION_OPTIONS,
+        connect_timeout=_CONNECT_TIMEOUT_SECONDS,
     )
 
 

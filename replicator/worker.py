@@ -67,6 +67,8 @@ def main() -> int:
         logger.error("replicator not started: %s", exc)
         return EXIT_SETUP
     configure_logging(settings.log_level)
+    # It logs every failed connect with a traceback; our own retry line already says it in one.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     wakeup = Wakeup()
     wakeup.install_signal_handlers()
     return Replicator(settings, wakeup).run()

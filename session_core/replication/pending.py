@@ -38,11 +38,14 @@ class PendingRows:
 
     def __init__(self) -> None:
         self._rows: dict[str, PendingRow] = {}
+        self._oldest: int | None = None  # rows only leave all at once, so a running minimum is exact
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def add(self, entry: PendingRow) -> None:
+        if self._oldest is None or entry.oldest_lsn < self._oldest:
+            self._oldest = entry.oldest_lsn
         current = self._rows.get(entry.session_id)
         if current is None:
             self._rows[entry.session_id] = entry
@@ -58,10 +61,11 @@ class PendingRows:
         """Remove and return every row, oldest first."""
         rows = sorted(self._rows.values(), key=lambda entry: entry.oldest_lsn)
         self._rows.clear()
+        self._oldest = None
         return rows
 
     def oldest_lsn(self) -> int | None:
-        return min((entry.oldest_lsn for entry in self._rows.values()), default=None)
+        return self._oldest
 
 
 class AckTracker:

@@ -57,6 +57,7 @@ class FlushScheduler:
         self._pending = PendingRows()
         self._pending_since: float | None = None
         self._in_flight: dict[int, list[PendingRow]] = {}
+        self._in_flight_oldest: dict[int, int] = {}
         self._next_batch_id = 0
         self._acks = AckTracker()
         self._failures = 0
@@ -97,6 +98,7 @@ class FlushScheduler:
                 batch_id = self._next_batch_id
                 self._next_batch_id += 1
                 self._in_flight[batch_id] = batch
+                self._in_flight_oldest[batch_id] = min(entry.oldest_lsn for entry in batch)
                 self._executor.submit(self._flush, batch_id, batch)
 
     def seconds_until_due(self) -> float | None:
@@ -113,7 +115,7 @@ class FlushScheduler:
     def ackable_lsn(self) -> int | None:
         """The newest commit LSN whose rows, and all earlier ones, are in ClickHouse, if it moved."""
         with self._changed:
-            oldest = [entry.oldest_lsn for batch in self._in_flight.values() for entry in batch]
+            oldest = list(self._in_flight_oldest.values())
             pending_oldest = self._pending.oldest_lsn()
             if pending_oldest is not None:
                 oldest.append(pending_oldest)
@@ -153,17 +155,21 @@ class FlushScheduler:
             self._succeeded(batch_id, batch, started)
         self._on_flushed()
 
+    def _finish(self, batch_id: int) -> None:
+        del self._in_flight[batch_id]
+        del self._in_flight_oldest[batch_id]
+
     def _stop(self, batch_id: int, batch: list[PendingRow], exc: PermanentInsertError) -> None:
         # The rows stay outstanding so that no later success can move the acknowledgement past them.
         with self._changed:
-            del self._in_flight[batch_id]
+            self._finish(batch_id)
             self._pending.add_all(batch)
             self._fatal = exc
             self._changed.notify_all()
 
     def _succeeded(self, batch_id: int, batch: list[PendingRow], started: float) -> None:
         with self._changed:
-            del self._in_flight[batch_id]
+            self._finish(batch_id)
             self._failures = 0
             self._not_before = 0.0
             self._changed.notify_all()
@@ -177,7 +183,7 @@ class FlushScheduler:
 
     def _failed(self, batch_id: int, batch: list[PendingRow], exc: TransientInsertError) -> None:
         with self._changed:
-            del self._in_flight[batch_id]
+            self._finish(batch_id)
             self._pending.add_all(batch)
             if self._pending_since is None:
                 self._pending_since = self._clock()
