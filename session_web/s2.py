@@ -3,7 +3,8 @@
 It serves what ``@s2-dev/streamstore``'s fetch transport calls (wire reference §13): appends, reads
 (JSON, or SSE with ``Accept: text/event-stream``) and the tail of one stream, with S2's JSON shapes,
 its 412 for a lost ``match_seq_num`` and its 416 for a read past the tail. Bodies and header values
-are raw UTF-8 text, or base64 with ``s2-format: base64``.
+are raw UTF-8 text, or base64 with ``s2-format: base64``; an append holding a bytes record (a trim
+command) arrives as protobuf (``s2_proto``). Binary bodies other than trim commands are refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from session_core.scopes import Principal
 from session_core.services import streams as service
 from session_core.services.channels import epoch_ms
 from session_core.streams.store import NewRecord, SeqNumMismatch
-from session_web import sse
+from session_web import s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
 from session_web.services import services
 
@@ -38,15 +39,13 @@ def _is_base64() -> bool:
     return request.headers.get("s2-format", "").lower() == "base64"
 
 
-def _text(value: Any, is_base64: bool, what: str) -> str:
+def _raw(value: Any, is_base64: bool, what: str) -> bytes:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string")
-    if not is_base64:
-        return value
     try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidInput(f"{what} must be base64 of UTF-8 text") from None
+        return base64.b64decode(value, validate=True) if is_base64 else value.encode("utf-8")
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidInput(f"{what} must be {'base64' if is_base64 else 'UTF-8 text'}") from None
 
 
 def _optional_int(value: Any, what: str) -> int | None:
@@ -57,6 +56,16 @@ def _optional_int(value: Any, what: str) -> int | None:
     return value
 
 
+def _checked_batch(records: list[NewRecord]) -> list[NewRecord]:
+    """Hold a batch to S2's limits: 1 to 1000 records, at most 1 MiB metered."""
+    if not 1 <= len(records) <= MAX_BATCH_RECORDS:
+        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
+    metered = sum(service.metered_bytes(ChannelRecord(0, 0, r.body, r.headers)) for r in records)
+    if metered > MAX_BATCH_METERED_BYTES:
+        raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
+    return records
+
+
 def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int | None, str | None]:
     """S2's ``AppendInput`` JSON as ``(records, match_seq_num, fencing_token)``.
 
@@ -65,35 +74,38 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
     """
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InvalidInput("Expected an object with a records array")
-    raw_records = data["records"]
-    if not 1 <= len(raw_records) <= MAX_BATCH_RECORDS:
+    if len(data["records"]) > MAX_BATCH_RECORDS:
         raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
     records = []
-    for index, raw in enumerate(raw_records):
+    for index, raw in enumerate(data["records"]):
         if not isinstance(raw, dict):
             raise InvalidInput(f"records[{index}] must be an object")
         headers = raw.get("headers") or []
         if not isinstance(headers, list) or not all(isinstance(h, list) and len(h) == 2 for h in headers):
             raise InvalidInput(f"records[{index}].headers must be [name, value] pairs")
         records.append(
-            NewRecord(
-                body=_text(raw.get("body", ""), is_base64, f"records[{index}].body"),
-                headers=[
-                    [_text(n, is_base64, "header name"), _text(v, is_base64, "header value")]
+            service.stored_record(
+                [
+                    (_raw(n, is_base64, "A header name"), _raw(v, is_base64, "A header value"))
                     for n, v in headers
                 ],
-                timestamp=_optional_int(raw.get("timestamp"), f"records[{index}].timestamp"),
+                _raw(raw.get("body", ""), is_base64, f"records[{index}].body"),
+                _optional_int(raw.get("timestamp"), f"records[{index}].timestamp"),
             )
         )
-    metered = sum(
-        service.metered_bytes(ChannelRecord(0, 0, record.body, record.headers)) for record in records
-    )
-    if metered > MAX_BATCH_METERED_BYTES:
-        raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
     fencing_token = data.get("fencing_token")
     if fencing_token is not None and not isinstance(fencing_token, str):
         raise InvalidInput("fencing_token must be a string")
-    return records, _optional_int(data.get("match_seq_num"), "match_seq_num"), fencing_token
+    return _checked_batch(records), _optional_int(data.get("match_seq_num"), "match_seq_num"), fencing_token
+
+
+def parse_proto_append_input(raw: bytes) -> tuple[list[NewRecord], int | None, str | None]:
+    """S2's ``AppendInput`` protobuf (sent when a record is bytes, a trim command) as the JSON one."""
+    parsed = s2_proto.decode_append_input(raw)
+    if len(parsed.records) > MAX_BATCH_RECORDS:
+        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
+    records = [service.stored_record(r.headers, r.body, r.timestamp) for r in parsed.records]
+    return _checked_batch(records), parsed.match_seq_num, parsed.fencing_token
 
 
 def _query_int(name: str) -> int | None:
@@ -136,12 +148,16 @@ def _read_past_tail(error: service.ReadPastTail) -> tuple[Response, int]:
 @api_route(bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES)
 def append_to_stream(principal: Principal, name: str) -> Response:
     key = service.stream_key(principal, name)
-    records, match_seq_num, fencing_token = parse_append_input(
-        parse_json(read_body(MAX_APPEND_BODY_BYTES)), _is_base64()
+    raw = read_body(MAX_APPEND_BODY_BYTES)
+    is_proto = request.mimetype == s2_proto.CONTENT_TYPE
+    records, match_seq_num, fencing_token = (
+        parse_proto_append_input(raw) if is_proto else parse_append_input(parse_json(raw), _is_base64())
     )
     ack = service.append_to_stream(
         services().uow(), key, records, epoch_ms(utcnow()), match_seq_num, fencing_token
     )
+    if s2_proto.CONTENT_TYPE in request.headers.get("Accept", ""):
+        return Response(s2_proto.encode_append_ack(ack), mimetype=s2_proto.CONTENT_TYPE)
     return jsonify({"start": _position(ack.start), "end": _position(ack.end), "tail": _position(ack.tail)})
 
 

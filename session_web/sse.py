@@ -18,7 +18,7 @@ from flask import Response
 
 from session_core.models import ChannelRecord
 from session_core.services.channels import ReadBatch, read_batch
-from session_core.services.streams import ReadLimits, clip_records, metered_bytes
+from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.streams.store import StreamPosition
 from session_core.streams.wakeups import WakeupHub
 from session_web.services import Services
@@ -37,17 +37,19 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def record_json(record: ChannelRecord, *, is_base64: bool = False) -> dict[str, Any]:
     """A record as S2 sends it; empty headers and bodies are left out, as S2 leaves them out."""
     item: dict[str, Any] = {"seq_num": record.seq_num, "timestamp": record.timestamp}
     if record.headers:
-        item["headers"] = [[_b64(n), _b64(v)] if is_base64 else [n, v] for n, v in record.headers]
+        item["headers"] = [
+            [_b64(n.encode()), _b64(v.encode())] if is_base64 else [n, v] for n, v in record.headers
+        ]
     if record.body:
-        item["body"] = _b64(record.body) if is_base64 else record.body
+        item["body"] = _b64(body_bytes(record)) if is_base64 else record.body
     return item
 
 

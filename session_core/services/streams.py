@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from session_core.db.uow import UnitOfWork
-from session_core.errors import SessionsError, VersionMismatch
+from session_core.errors import InvalidInput, SessionsError, VersionMismatch
 from session_core.models import ChannelRecord
 from session_core.scopes import Principal
 from session_core.services.channels import ReadBatch, authorize_stream, read_batch
@@ -52,6 +52,48 @@ class ReadLimits:
     count: int | None = None
     bytes: int | None = None
     until: int | None = None
+
+
+TRIM_COMMAND = ["", "trim"]
+
+
+def stored_record(headers: list[tuple[bytes, bytes]], body: bytes, timestamp: int | None) -> NewRecord:
+    """Turn an S2 record given as bytes into what the store keeps: UTF-8 text.
+
+    A trim command's body, an 8-byte big-endian seq_num, is kept as its decimal digits
+    (``body_bytes`` turns it back).
+
+    :raise InvalidInput: a header or body that is not UTF-8, or a malformed trim command.
+    """
+    try:
+        text_headers = [[name.decode("utf-8"), value.decode("utf-8")] for name, value in headers]
+    except UnicodeDecodeError:
+        raise InvalidInput("Header names and values must be UTF-8 text") from None
+    if text_headers == [TRIM_COMMAND]:
+        if len(body) != 8:
+            raise InvalidInput("A trim command's body must be an 8-byte seq_num")
+        return NewRecord(str(int.from_bytes(body, "big")), text_headers, timestamp)
+    try:
+        return NewRecord(body.decode("utf-8"), text_headers, timestamp)
+    except UnicodeDecodeError:
+        raise InvalidInput("Record bodies must be UTF-8 text; binary bodies are not supported") from None
+
+
+def body_bytes(record: ChannelRecord) -> bytes:
+    """A record's body as S2 hands out bytes; a trim command's seq_num is 8 big-endian bytes again."""
+    if record.headers == [TRIM_COMMAND] and record.body.isdigit():
+        return int(record.body).to_bytes(8, "big")
+    return record.body.encode()
+
+
+def _trim_point(records: Sequence[NewRecord], first_seq: int) -> int | None:
+    """Where the batch's trim commands trim to; never past a command itself, which stays readable."""
+    points = [
+        min(int(record.body), first_seq + offset)
+        for offset, record in enumerate(records)
+        if record.headers == [TRIM_COMMAND]
+    ]
+    return max(points) if points else None
 
 
 def metered_bytes(record: ChannelRecord) -> int:
@@ -101,6 +143,8 @@ def append_to_stream(
 ) -> AppendAck:
     """Append a batch atomically and return S2's ack once it is committed.
 
+    Trim commands in the batch delete the records before their seq_num in the same transaction.
+
     :raise FencingTokenMismatch: a non-empty fencing token (no stream here is ever fenced).
     :raise SeqNumMismatch: ``match_seq_num`` is not the tail.
     :raise InvalidInput: an empty batch, or text that cannot be stored.
@@ -109,6 +153,9 @@ def append_to_stream(
         raise FencingTokenMismatch("")
     with uow:
         ack = uow.channels.append(key, records, now_ms=now_ms, match_seq_num=match_seq_num)
+        trim_point = _trim_point(records, ack.start.seq_num)
+        if trim_point is not None:
+            uow.channels.trim(key, trim_point)
         uow.commit()
     return ack
 

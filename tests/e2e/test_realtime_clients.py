@@ -67,3 +67,8 @@ def test_the_published_clients_append_read_and_tail(server):
         {"type": "text-delta", "delta": "lo"},
     ]
     assert seen["controls"] == [{"subtype": "turn-complete", "seqNum": 2}]
+    assert seen["trimAck"] == {"start": 3, "end": 4}
+    assert seen["afterTrim"] == [
+        {"seqNum": 2, "headers": [["trigger-control", "turn-complete"]]},
+        {"seqNum": 3, "headers": [["", "trim"]]},
+    ]

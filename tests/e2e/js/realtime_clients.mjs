@@ -1,7 +1,8 @@
 // Drives a live server's realtime channels with the published clients and prints one JSON summary.
 // Usage: node realtime_clients.mjs <baseUrl> <secretKey> <sessionId> <publicAccessToken>
 // @trigger.dev/core: initializeSessionStream, appendToSessionStream, readSessionStreamRecords,
-// subscribeToSessionStream. @s2-dev/streamstore (fetch transport) with the credentials PUT returned.
+// subscribeToSessionStream. @s2-dev/streamstore (fetch transport) with the credentials PUT returned,
+// including a trim command.
 import { ApiClient } from "@trigger.dev/core/v3";
 import { AppendInput, AppendRecord, S2 } from "@s2-dev/streamstore";
 
@@ -63,5 +64,11 @@ const chunks = await browser.subscribeToSessionStream(sessionId, "out", {
 for await (const chunk of chunks) {
   summary.outChunks.push(chunk);
 }
+
+// The agent trims .out behind a finished turn: a bytes command record, so the client sends protobuf.
+const trimAck = await stream.append(AppendInput.create([AppendRecord.trim(2)]));
+summary.trimAck = { start: trimAck.start.seqNum, end: trimAck.end.seqNum };
+const afterTrim = await stream.read({ start: { from: { seqNum: 0 } }, stop: { limits: { count: 10 } } });
+summary.afterTrim = afterTrim.records.map((r) => ({ seqNum: r.seqNum, headers: r.headers ?? [] }));
 
 console.log(JSON.stringify(summary));

@@ -1,0 +1,67 @@
+"""The protobuf S2's client sends for bytes records, and the store's view of command records."""
+
+import pytest
+
+from session_core.errors import InvalidInput
+from session_core.models import ChannelRecord
+from session_core.services.streams import body_bytes, stored_record
+from session_core.streams.store import AppendAck, StreamPosition
+from session_web.s2_proto import decode_append_input, encode_append_ack
+
+
+def field(number, payload):
+    """A length-delimited field (payloads here stay under 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+TRIM_TO_2 = field(2, field(1, b"") + field(2, b"trim")) + field(3, (2).to_bytes(8, "big"))
+
+
+def test_an_append_input_with_a_trim_command_decodes():
+    stamped = b"\x08\xac\x02" + field(3, b"hello")  # timestamp 300, then the body
+    data = field(1, TRIM_TO_2) + field(1, stamped) + b"\x10\x05" + field(3, b"fence-1")
+
+    parsed = decode_append_input(data)
+
+    assert [(r.headers, r.body, r.timestamp) for r in parsed.records] == [
+        ([(b"", b"trim")], (2).to_bytes(8, "big"), None),
+        ([], b"hello", 300),
+    ]
+    assert (parsed.match_seq_num, parsed.fencing_token) == (5, "fence-1")
+
+
+def test_unknown_fields_are_skipped():
+    fixed64 = bytes([9 << 3 | 1]) + b"\x00" * 8
+
+    assert decode_append_input(fixed64 + field(1, field(3, b"x"))).records[0].body == b"x"
+
+
+@pytest.mark.parametrize("data", [b"\x0a\x05ab", b"\x80", b"\x0b"])
+def test_malformed_protobuf_is_invalid_input(data):
+    with pytest.raises(InvalidInput):
+        decode_append_input(data)
+
+
+def test_an_append_ack_encodes_three_positions():
+    ack = AppendAck(StreamPosition(1, 2), StreamPosition(300, 4), StreamPosition(300, 4))
+
+    assert encode_append_ack(ack) == (
+        field(1, b"\x08\x01\x10\x02") + field(2, b"\x08\xac\x02\x10\x04") + field(3, b"\x08\xac\x02\x10\x04")
+    )
+
+
+def test_a_trim_command_is_stored_as_digits_and_read_back_as_8_bytes():
+    record = stored_record([(b"", b"trim")], (1234).to_bytes(8, "big"), None)
+
+    assert (record.body, record.headers) == ("1234", [["", "trim"]])
+    assert body_bytes(ChannelRecord(0, 0, record.body, record.headers)) == (1234).to_bytes(8, "big")
+    assert body_bytes(ChannelRecord(0, 0, "1234")) == b"1234"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [([(b"", b"trim")], b"\x00\x01"), ([], b"\xff\xfe"), ([(b"\xff", b"v")], b"ok")],
+)
+def test_what_the_store_cannot_keep_is_refused(headers, body):
+    with pytest.raises(InvalidInput):
+        stored_record(headers, body, None)
