@@ -13,6 +13,8 @@ timeout = 60
 keepalive = 5
 limit_request_field_size = 16384
 accesslog = None
+# No shared $HOME/.gunicorn/gunicorn.ctl: several servers on one machine would fight over it.
+control_socket_disable = True
 
 
 def post_worker_init(worker):
