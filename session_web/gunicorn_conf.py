@@ -2,6 +2,8 @@
 
 import os
 
+from gunicorn.workers.base import Worker
+
 bind = f"{os.environ.get('SESSIONS_HOST', '0.0.0.0')}:{os.environ.get('PORT', '3030')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
@@ -17,7 +19,7 @@ accesslog = None
 control_socket_disable = True
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     """End this worker's live reads as soon as it is told to stop.
 
     SSE responses otherwise stay open until ``graceful_timeout`` and are then cut. Closing the
@@ -31,7 +33,7 @@ def post_worker_init(worker):
     with worker.wsgi.app_context():
         hub = services().hub
 
-    def close_hub_when_stopping():
+    def close_hub_when_stopping() -> None:
         while worker.alive:
             gevent.sleep(0.2)
         hub.close()

@@ -7,7 +7,7 @@ record, ``GET`` tails the channel over SSE and ``GET …/records`` drains it onc
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import Any
 
 from flask import Blueprint, Response, g, request
 
@@ -35,7 +35,7 @@ def parse_io(value: str) -> Io:
     """The channel named in the URL: ``in`` or ``out``, else a 400 (``Params Error``)."""
     if value not in IOS:
         raise BadRequest("Params Error")
-    return cast(Io, value)
+    return value
 
 
 def parse_timeout_seconds(value: str | None, default: int) -> int:
