@@ -25,6 +25,8 @@ from session_web.services import services
 
 View = TypeVar("View", bound=Callable[..., Any])
 KIB = 1024
+#: Bodies nested deeper are refused: copying and storing them recurses once per level.
+MAX_JSON_DEPTH = 100
 
 
 def current_principal(*, allow_jwt: bool) -> Principal:
@@ -46,7 +48,9 @@ def _reject_constant(name: str) -> float:
 
 
 def _check_text(value: Any, depth: int = 0) -> None:
-    """Refuse what Python's JSON accepts but PostgreSQL cannot store (NUL, lone surrogates)."""
+    """Refuse what Python's JSON accepts but we cannot store (NUL, lone surrogates, deep nesting)."""
+    if isinstance(value, dict | list) and depth >= MAX_JSON_DEPTH:
+        raise BadRequest(f"Invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise BadRequest("Invalid JSON: strings must not contain the NUL character (\\u0000)")
@@ -73,10 +77,7 @@ def parse_json(raw: bytes) -> Any:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadRequest("Invalid JSON") from None
-    try:
-        _check_text(data)
-    except RecursionError:
-        raise BadRequest("Invalid JSON: nested too deeply") from None
+    _check_text(data)
     return data
 
 
