@@ -37,6 +37,8 @@ def decode_cursor(token: str) -> SessionKey:
         millis, session_id = json.loads(raw)
         if not isinstance(millis, int) or not isinstance(session_id, str):
             raise ValueError
+        if not (session_id.isascii() and session_id.isalnum()):  # ids are cuids
+            raise ValueError
         return SessionKey(_EPOCH + timedelta(milliseconds=millis), session_id)
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
         raise BadRequest("Invalid page cursor: pass back a pagination.next or .previous value") from None

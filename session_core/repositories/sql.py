@@ -28,6 +28,26 @@ def _is_postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def _is_storable(text: str) -> bool:
+    """Whether the databases could hold ``text``: PostgreSQL refuses NUL, both refuse lone surrogates.
+
+    No stored value fails this, so a lookup by such a value finds nothing, on either database,
+    instead of failing in the driver.
+    """
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in(column: sa.ColumnElement[str], values: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """``column IN values``, leaving out values no row can hold (an empty IN matches nothing)."""
+    return column.in_([value for value in values if _is_storable(value)])
+
+
 def _to_session(row: sa.Row[Any]) -> Session:
     values = row._asdict()
     values["tags"] = list(values["tags"] or [])
@@ -49,6 +69,8 @@ class SqlSessionRepository:
         ``lock`` takes a shared row lock on PostgreSQL so a concurrent close waits for this
         transaction (an append that saw the session open commits before the close does).
         """
+        if not _is_storable(session_ref):
+            return None
         query = sa.select(sessions).where(_ref_condition(environment_id, session_ref))
         if lock and _is_postgres(self._conn):
             query = query.with_for_update(read=True)
@@ -144,6 +166,8 @@ class SqlSessionRunRepository:
         self._conn.execute(sa.insert(session_runs).values(asdict(run)))
 
     def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None:
+        if not _is_storable(run_id):
+            return None
         query = (
             sa.select(session_runs)
             .join(sessions, sessions.c.id == session_runs.c.session_id)
@@ -182,12 +206,16 @@ class SqlEnvironmentRepository:
         )
 
     def get(self, environment_id: str) -> Environment | None:
+        if not _is_storable(environment_id):
+            return None
         return self._one(environments.c.id == environment_id)
 
     def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None:
         return self._one(environments.c.api_key_hash == api_key_hash)
 
     def get_by_slug(self, slug: str) -> Environment | None:
+        if not _is_storable(slug):
+            return None
         return self._one(environments.c.slug == slug)
 
     def first(self) -> Environment | None:
@@ -226,13 +254,14 @@ def filter_conditions(
         sessions.c.environment_id == query.environment_id,
     ]
     if f.types:
-        where.append(sessions.c.type.in_(f.types))
+        where.append(_in(sessions.c.type, f.types))
     if f.task_identifiers:
-        where.append(sessions.c.task_identifier.in_(f.task_identifiers))
+        where.append(_in(sessions.c.task_identifier, f.task_identifiers))
     if f.external_ids:
-        where.append(sessions.c.external_id.in_(f.external_ids))
+        where.append(_in(sessions.c.external_id, f.external_ids))
     if f.tags:
-        where.append(_tags_overlap(conn, f.tags))
+        tags = tuple(tag for tag in f.tags if _is_storable(tag))
+        where.append(_tags_overlap(conn, tags) if tags else sa.false())
     if f.statuses:
         where.append(sa.or_(*(_status_condition(s, now) for s in f.statuses)))
     if f.created_from is not None:
