@@ -282,7 +282,8 @@ def load_list_query(
     created_from = _from_epoch_ms(q.get("created_from"))
     period_ms = parse_duration_ms(q["period"]) if q.get("period") else None
     if period_ms is not None:
-        since = now - timedelta(milliseconds=period_ms)
+        # A period reaching back past 1970 covers every session; clamping keeps the date in range.
+        since = now - min(timedelta(milliseconds=period_ms), now - _MIN_DATE)
         created_from = max(created_from, since) if created_from else since
     filters = SessionFilters(
         types=tuple(q.get("types", ())),
