@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, validate, validates
+from marshmallow.exceptions import SCHEMA
 
 from session_core.errors import InvalidInput
 from session_core.ids import SESSION_PREFIX
@@ -201,7 +202,8 @@ def _flatten(messages: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     if isinstance(messages, dict):
         out: list[dict[str, Any]] = []
         for key, value in messages.items():
-            out.extend(_flatten(value, (*path, str(key))))
+            # marshmallow files errors about a whole object under "_schema": name the object itself.
+            out.extend(_flatten(value, path if key == SCHEMA else (*path, str(key))))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         return [{"path": list(path), "message": " ".join(messages)}]
