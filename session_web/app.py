@@ -15,6 +15,7 @@ from session_core.services.runs import RecordingLauncher, RunLauncher
 from session_core.streams.wakeups import WakeupHub, start_tail_feed
 from session_web import control, cors, openapi, realtime, s2
 from session_web.errors import register_error_handlers
+from session_web.routing import SessionRefConverter
 from session_web.services import Services
 
 #: Werkzeug refuses bodies past this before any route runs; routes set tighter limits.
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     )
     cors.init_app(app)
     register_error_handlers(app)
+    app.url_map.converters["session"] = SessionRefConverter
     app.register_blueprint(control.bp)
     app.register_blueprint(realtime.bp)
     app.register_blueprint(s2.bp)

@@ -61,25 +61,29 @@ def list_sessions(principal: Principal) -> dict[str, Any]:
     )
 
 
-@api_route(bp, "/<path:session_ref>", methods=["GET"])
+@api_route(bp, "/<session:session_ref>", methods=["GET"])
 def retrieve_session(principal: Principal, session_ref: str) -> dict[str, Any]:
     return _dump_detail(service.retrieve_session(services().uow(), principal, session_ref))
 
 
-@api_route(bp, "/<path:session_ref>", methods=["PATCH"], body=UpdateSessionSchema(), max_bytes=32 * KIB)
+@api_route(bp, "/<session:session_ref>", methods=["PATCH"], body=UpdateSessionSchema(), max_bytes=32 * KIB)
 def update_session(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
     session = service.update_session(services().uow(), principal, session_ref, body, utcnow())
     return _dump_detail(session)
 
 
-@api_route(bp, "/<path:session_ref>/close", methods=["POST"], body=CloseSessionSchema(), max_bytes=KIB)
+@api_route(bp, "/<session:session_ref>/close", methods=["POST"], body=CloseSessionSchema(), max_bytes=KIB)
 def close_session(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
     session = service.close_session(services().uow(), principal, session_ref, body.get("reason"), utcnow())
     return _dump_detail(session)
 
 
 @api_route(
-    bp, "/<path:session_ref>/end-and-continue", methods=["POST"], body=EndAndContinueSchema(), max_bytes=KIB
+    bp,
+    "/<session:session_ref>/end-and-continue",
+    methods=["POST"],
+    body=EndAndContinueSchema(),
+    max_bytes=KIB,
 )
 def end_and_continue(principal: Principal, body: dict[str, Any], session_ref: str) -> dict[str, Any]:
     s = services()

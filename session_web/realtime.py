@@ -75,7 +75,7 @@ def records_item(record: ChannelRecord) -> dict[str, Any] | None:
     return item
 
 
-@api_route(bp, "/<path:session_ref>/<io>", methods=["PUT"], error_style="text")
+@api_route(bp, "/<session:session_ref>/<io>", methods=["PUT"], error_style="text")
 def initialize_channel(
     principal: Principal, session_ref: str, io: str
 ) -> tuple[dict[str, str], int, dict[str, str]]:
@@ -93,7 +93,7 @@ def initialize_channel(
     return {"version": "v2"}, 202, headers
 
 
-@api_route(bp, "/<path:session_ref>/<io>/append", methods=["POST"], error_style="ok")
+@api_route(bp, "/<session:session_ref>/<io>/append", methods=["POST"], error_style="ok")
 def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[str, Any]:
     s = services()
     raw = read_body(s.settings.max_append_bytes)
@@ -119,7 +119,7 @@ def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[s
     return {"ok": True, "seq": seq}
 
 
-@api_route(bp, "/<path:session_ref>/<io>", methods=["GET"])
+@api_route(bp, "/<session:session_ref>/<io>", methods=["GET"])
 def subscribe_to_channel(
     principal: Principal, session_ref: str, io: str
 ) -> Response | tuple[str, int, dict[str, str]]:
@@ -136,7 +136,7 @@ def subscribe_to_channel(
     return sse.event_stream(events, {"X-Session-Settled": "true"} if live.is_settled else None)
 
 
-@api_route(bp, "/<path:session_ref>/<io>/records", methods=["GET"])
+@api_route(bp, "/<session:session_ref>/<io>/records", methods=["GET"])
 def read_channel_records(principal: Principal, session_ref: str, io: str) -> dict[str, Any]:
     s = services()
     channel_io = parse_io(io)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, g, request
 from marshmallow import Schema
+from werkzeug.routing import PathConverter
 
 from session_core.auth import authenticate
 from session_core.errors import BadRequest, PayloadTooLarge
@@ -27,6 +28,15 @@ View = TypeVar("View", bound=Callable[..., Any])
 KIB = 1024
 #: Bodies nested deeper are refused: copying and storing them recurses once per level.
 MAX_JSON_DEPTH = 100
+
+
+class SessionRefConverter(PathConverter):
+    """A URL segment naming a session: any text, slashes and line breaks included.
+
+    Werkzeug's ``path`` stops at a newline, which would make an externalId holding one unreachable.
+    """
+
+    regex = r"[^/][\s\S]*?"
 
 
 def current_principal(*, allow_jwt: bool) -> Principal:
