@@ -132,7 +132,7 @@ def subscribe_to_channel(
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
     wait = parse_timeout_seconds(request.headers.get("Timeout-Seconds"), s.settings.sse_default_wait_seconds)
     options = sse.TailOptions(0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds)
-    events = sse.live_events(s, live.channel.key, resume_seq(request.headers.get("Last-Event-ID")), options)
+    events = sse.live_events(s, live.key, resume_seq(request.headers.get("Last-Event-ID")), options)
     return sse.event_stream(events, {"X-Session-Settled": "true"} if live.is_settled else None)
 
 
@@ -143,8 +143,6 @@ def read_channel_records(principal: Principal, session_ref: str, io: str) -> dic
     after = request.args.get("afterEventId")
     if after is not None and not _DIGITS.fullmatch(after):
         raise BadRequest("Query Error")
-    channel = service.resolve_channel_for_read(s.uow(), principal, session_ref, channel_io)
-    batch = service.read_batch(
-        s.uow(), channel.key, int(after) + 1 if after else 0, s.settings.read_batch_limit
-    )
+    key = service.resolve_channel_for_read(s.uow(), principal, session_ref, channel_io)
+    batch = service.read_batch(s.uow(), key, int(after) + 1 if after else 0, s.settings.read_batch_limit)
     return {"records": [item for item in map(records_item, batch.records) if item is not None]}

@@ -45,15 +45,6 @@ _PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwy
 
 
 @dataclass(frozen=True)
-class Channel:
-    """A resolved channel: its store key, its S2 stream name, and the session when a row exists."""
-
-    key: str
-    stream_name: str
-    session: Session | None
-
-
-@dataclass(frozen=True)
 class ReadBatch:
     """Records read from a channel and its tail, which is never behind the last record returned."""
 
@@ -212,8 +203,8 @@ def append_to_channel(
     return ack.start.seq_num
 
 
-def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> Channel:
-    """Find the channel a reader asks for (loader order: existence, then scopes).
+def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
+    """Return the store key of the channel a reader asks for (loader order: existence, then scopes).
 
     A ``session_…`` id needs a row and is NotFound *before* the scope check, as Trigger.dev's
     loaders answer; an externalId needs no row and names the channel itself.
@@ -231,9 +222,7 @@ def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref:
         else [session.addressing_key, session.friendly_id, session.external_id]
     )
     authorize(principal, "read", {"sessions": ids})
-    addressing_key = session.addressing_key if session else session_ref
-    key = channel_key(principal.environment.id, addressing_key, io)
-    return Channel(key, stream_name(addressing_key, io), session)
+    return channel_key(principal.environment.id, session.addressing_key if session else session_ref, io)
 
 
 def read_batch(uow: UnitOfWork, key: str, start_seq: int, limit: int) -> ReadBatch:
@@ -261,9 +250,9 @@ def is_settled(uow: UnitOfWork, key: str) -> bool:
 
 @dataclass(frozen=True)
 class LiveRead:
-    """A channel about to be tailed, and whether it is settled (its ``.out`` ended a turn)."""
+    """A channel about to be tailed (its store key), and whether it is settled (``.out`` ended a turn)."""
 
-    channel: Channel
+    key: str
     is_settled: bool
 
 
@@ -275,5 +264,5 @@ def open_live_read(
     :raise NotFound: a friendly id without a session.
     :raise Forbidden: the token may read none of the session's names.
     """
-    channel = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
-    return LiveRead(channel, peek_settled and io == "out" and is_settled(uow_factory(), channel.key))
+    key = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
+    return LiveRead(key, peek_settled and io == "out" and is_settled(uow_factory(), key))
