@@ -7,12 +7,15 @@ wrong and the statement that fixes it; the worker prints it and exits instead of
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from session_core.replication.decode import parse_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +43,16 @@ def libpq_dsn(database_url: str) -> str:
             f"DATABASE_URL must point at PostgreSQL (the replicator reads its write-ahead log), "
             f"got a {url.get_backend_name()} URL"
         )
-    params: dict[str, str] = {}
-    for key, value in url.query.items():
-        params[key] = value if isinstance(value, str) else value[-1]
-    for key, value in (
-        ("host", url.host),
-        ("port", url.port),
-        ("user", url.username),
-        ("password", url.password),
-        ("dbname", url.database),
-    ):
-        if value is not None:
-            params[key] = str(value)
-    return psycopg2.extensions.make_dsn(**params)
+    params = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
+    parts: dict[str, object] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    params.update({key: str(part) for key, part in parts.items() if part is not None})
+    return str(psycopg2.extensions.make_dsn(**params))
 
 
 def connect(dsn: str) -> psycopg2.extensions.connection:
@@ -77,7 +77,9 @@ def connect_replication(dsn: str) -> psycopg2.extras.LogicalReplicationConnectio
     )
 
 
-def _fetch(conn: psycopg2.extensions.connection, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+def _fetch(
+    conn: psycopg2.extensions.connection, sql: str, params: tuple[object, ...] = ()
+) -> list[tuple[Any, ...]]:
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else []
@@ -109,9 +111,13 @@ def check_replica_identity(conn: psycopg2.extensions.connection) -> None:
         )
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def ensure_publication(conn: psycopg2.extensions.connection, name: str) -> None:
     """Create the publication, or check that an existing one publishes exactly what we need."""
-    quoted = '"' + name.replace('"', '""') + '"'
+    quoted = _quote(name)
     table = f"{TABLE_SCHEMA}.{TABLE_NAME}"
     found = _fetch(
         conn,
@@ -148,23 +154,55 @@ def ensure_publication(conn: psycopg2.extensions.connection, name: str) -> None:
         )
 
 
-def ensure_slot(conn: psycopg2.extensions.connection, name: str) -> None:
-    """Create the logical slot if it is missing; it must be created after the publication."""
+def slot_exists(conn: psycopg2.extensions.connection, name: str) -> bool:
+    """Whether our slot exists; one of the same name but another plugin or database is an error."""
     found = _fetch(
         conn,
         "SELECT plugin, database, current_database() FROM pg_replication_slots WHERE slot_name = %s",
         (name,),
     )
     if not found:
-        _fetch(conn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
-        logger.info("replication slot created name=%s", name)
-        return
+        return False
     plugin, database, current = found[0]
     if plugin != "pgoutput" or database != current:
         raise SetupError(
             f"replication slot {name} belongs to plugin {plugin} in database {database}, not pgoutput in "
             f"{current}: run SELECT pg_drop_replication_slot('{name}') or set SESSION_REPLICATION_SLOT_NAME"
         )
+    return True
+
+
+def create_slot(conn: psycopg2.extensions.connection, name: str) -> None:
+    """Create the logical slot; it must come after the publication (infra.md, replication gotchas)."""
+    _fetch(conn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    logger.info("replication slot created name=%s", name)
+
+
+def confirmed_flush_lsn(conn: psycopg2.extensions.connection, name: str) -> int:
+    """The slot's acknowledged position: every change at or before it is already in ClickHouse."""
+    [(lsn,)] = _fetch(
+        conn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (name,)
+    )
+    return parse_lsn(lsn)
+
+
+# The backfill state lives on the publication, so it survives a crash between its steps.
+_BACKFILL_PENDING = "sessions-replicator: backfill pending"
+_BACKFILL_DONE = "sessions-replicator: backfill done"
+
+
+def mark_backfill(conn: psycopg2.extensions.connection, publication: str, *, pending: bool) -> None:
+    text = _BACKFILL_PENDING if pending else _BACKFILL_DONE
+    _fetch(conn, f"COMMENT ON PUBLICATION {_quote(publication)} IS %s", (text,))
+
+
+def is_backfill_pending(conn: psycopg2.extensions.connection, publication: str) -> bool:
+    [(comment,)] = _fetch(
+        conn,
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+        (publication,),
+    )
+    return bool(comment == _BACKFILL_PENDING)
 
 
 def try_lock(conn: psycopg2.extensions.connection, lock_id: int) -> bool:

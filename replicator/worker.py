@@ -20,15 +20,20 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from replicator.backfill import backfill
 from replicator.postgres import (
     SetupError,
     check_replica_identity,
     check_wal_level,
+    confirmed_flush_lsn,
     connect,
     connect_replication,
+    create_slot,
     ensure_publication,
-    ensure_slot,
+    is_backfill_pending,
     libpq_dsn,
+    mark_backfill,
+    slot_exists,
     try_lock,
 )
 from replicator.wakeup import Wakeup
@@ -144,13 +149,42 @@ class Replicator:
             if not self._acquire_leadership(control):
                 return
             check_replica_identity(control)
-            ensure_publication(control, self._config.publication_name)
-            ensure_slot(control, self._config.slot_name)
+            publication, slot = self._config.publication_name, self._config.slot_name
+            ensure_publication(control, publication)
+            if not slot_exists(control, slot):
+                # Marked first: a crash between the two still leaves the backfill to do.
+                mark_backfill(control, publication, pending=True)
+                create_slot(control, slot)
             if not self._wait_for_clickhouse(target):
                 return
-            self._consume(dsn, target)
+            sink = ClickHouseSink(
+                target,
+                self._metrics,
+                max_retries=self._config.insert_max_retries,
+                base_delay_ms=self._config.insert_base_delay_ms,
+                max_delay_ms=self._config.insert_max_delay_ms,
+            )
+            try:
+                if is_backfill_pending(control, publication):
+                    if not self._backfill(dsn, sink, confirmed_flush_lsn(control, slot)):
+                        return
+                    mark_backfill(control, publication, pending=False)
+                self._consume(dsn, sink)
+            finally:
+                sink.close()
         finally:
             control.close()
+
+    def _backfill(self, dsn: str, sink: ClickHouseSink, version: int) -> bool:
+        return backfill(
+            dsn,
+            sink,
+            version,
+            base_delay_ms=self._config.insert_base_delay_ms,
+            max_delay_ms=self._config.insert_max_delay_ms,
+            stopping=lambda: self._wakeup.stopping,
+            wait=self._wakeup.wait,
+        )
 
     def _acquire_leadership(self, control: psycopg2.extensions.connection) -> bool:
         """Poll the advisory lock until we hold it (True) or are asked to stop (False)."""
@@ -161,7 +195,7 @@ class Replicator:
                 logger.info("leader lock acquired lock_id=%d", self._config.leader_lock_id)
                 return True
             if not announced:
-                logger.info("standby: another replicator is leading; polling every %d ms", interval * 1000)
+                logger.info("standby waiting for the leader lock poll_ms=%d", interval * 1000)
                 announced = True
             self._wakeup.wait(interval)
         return False
@@ -199,14 +233,7 @@ class Replicator:
             return True
         return False
 
-    def _consume(self, dsn: str, target: ClickHouseTarget) -> None:
-        sink = ClickHouseSink(
-            target,
-            self._metrics,
-            max_retries=self._config.insert_max_retries,
-            base_delay_ms=self._config.insert_base_delay_ms,
-            max_delay_ms=self._config.insert_max_delay_ms,
-        )
+    def _consume(self, dsn: str, sink: ClickHouseSink) -> None:
         scheduler = FlushScheduler(
             sink.insert,
             self._metrics,
@@ -231,7 +258,6 @@ class Replicator:
             self._shut_down(cursor, scheduler)
         finally:
             scheduler.close()
-            sink.close()
             connection.close()
 
     def _stream(self, cursor: psycopg2.extras.ReplicationCursor, scheduler: FlushScheduler) -> None:

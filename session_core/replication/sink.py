@@ -91,7 +91,7 @@ def describe_error(exc: BaseException) -> str:
 
 def backoff_delay(attempt: int, base_ms: int, max_ms: int, jitter: float) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): ``min(base·2^(n-1), max) + jitter·base``."""
-    return (min(base_ms * 2 ** (attempt - 1), max_ms) + jitter * base_ms) / 1000
+    return (min(base_ms << (attempt - 1), max_ms) + jitter * base_ms) / 1000
 
 
 class ClickHouseSink:

@@ -247,7 +247,8 @@ class ClickHouseSessionLister:
         )
         if not count:
             return None
-        return newest.replace(tzinfo=None) - FRESH_MARGIN
+        since: datetime = newest.replace(tzinfo=None) - FRESH_MARGIN
+        return since
 
     def _clickhouse_keys(self, client: Client, query: SessionListQuery, now: datetime) -> list[SessionKey]:
         where = _filters(query, now)

@@ -246,6 +246,51 @@ def test_text_with_unusual_unicode_arrives_byte_for_byte(setup):
         assert json.loads(replicated["metadata"]) == {"data": row["metadata"]}
 
 
+def test_sessions_written_before_the_first_start_are_backfilled(setup):
+    existing = [session_row(tags=["old"], metadata={"n": n}) for n in range(250)]
+    setup.write(existing)
+    with setup.engine.begin() as conn:
+        close_session(conn, existing[0]["id"], "closed-before")
+        conn.execute(tables.sessions.delete().where(tables.sessions.c.id == existing[1]["id"]))
+
+    replicator = setup.start()
+    with setup.engine.begin() as conn:
+        close_session(conn, existing[2]["id"], "closed-after")
+    current = setup.wait_for({r["id"] for r in existing[:1] + existing[2:]})
+
+    wait_until(lambda: setup.clickhouse.current()[existing[2]["id"]]["closed_reason"] == "closed-after")
+    assert current[existing[0]["id"]]["closed_reason"] == "closed-before"
+    assert json.loads(current[existing[3]["id"]]["metadata"]) == {"data": {"n": 3}}
+    assert "backfill done rows=249" in replicator.log()
+    with setup.engine.connect() as conn:
+        comment = conn.exec_driver_sql(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %(p)s",
+            {"p": PUBLICATION},
+        ).scalar_one()
+    assert comment == "sessions-replicator: backfill done"
+
+
+def test_a_backfill_cut_short_runs_again_on_the_next_start(setup):
+    rows = [session_row() for _ in range(30)]
+    setup.write(rows)
+    with setup.engine.begin() as conn:  # what a crash in the middle of the first backfill leaves behind
+        conn.exec_driver_sql(f'CREATE PUBLICATION "{PUBLICATION}" FOR TABLE sessions')
+        conn.exec_driver_sql(
+            f"COMMENT ON PUBLICATION \"{PUBLICATION}\" IS 'sessions-replicator: backfill pending'"
+        )
+    with setup.engine.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_create_logical_replication_slot(%(s)s, 'pgoutput')", {"s": setup.slot}
+        )
+        conn.commit()
+
+    replicator = setup.start()
+    setup.wait_for({r["id"] for r in rows})
+
+    assert "backfill done rows=30" in replicator.log()
+    assert "replication slot created" not in replicator.log()
+
+
 def test_the_latest_version_wins_after_merges(setup):
     setup.start()
     row = session_row()
@@ -387,7 +432,7 @@ def test_two_replicators_one_consumes_and_the_standby_takes_over_within_seconds(
     b = setup.replicator().start()
     wait_until(lambda: any("replication started" in p.log() for p in (a, b)))
     leader, standby = (a, b) if "replication started" in a.log() else (b, a)
-    standby.wait_for_log("standby: another replicator is leading")
+    standby.wait_for_log("standby waiting for the leader lock")
     rows = [session_row() for _ in range(20)]
     setup.write(rows)
     setup.wait_for({r["id"] for r in rows})
