@@ -123,7 +123,8 @@ def ensure_schema(client: Client, target: ClickHouseTarget) -> ServerFeatures:
     missing = [column for column in COLUMNS if column not in existing]
     if missing:
         raise SchemaMismatch(
-            f"{target.table} lacks columns {', '.join(missing)}: drop it and run `sessions migrate`"
+            f"{target.table} lacks columns {', '.join(missing)}: drop it, drop the replication slot"
+            " (the replicator then copies every session again) and run `sessions migrate`"
         )
     return features
 
