@@ -54,7 +54,7 @@ def list_sessions(principal: Principal) -> dict[str, Any]:
     s = services()
     now = utcnow()
     filters, page_size, after, before = load_list_query(request.args, now)
-    page = service.list_sessions(s.uow, s.lister, principal, filters, page_size, after, before, now)
+    page = service.list_sessions(s.read_uow, s.lister, principal, filters, page_size, after, before, now)
     pagination = {"next": page.next_cursor, "previous": page.previous_cursor}
     return SessionListSchema().dump(
         {"data": page.sessions, "pagination": {k: v for k, v in pagination.items() if v is not None}}
@@ -63,7 +63,7 @@ def list_sessions(principal: Principal) -> dict[str, Any]:
 
 @api_route(bp, "/<session:session_ref>", methods=["GET"])
 def retrieve_session(principal: Principal, session_ref: str) -> dict[str, Any]:
-    return _dump_detail(service.retrieve_session(services().uow(), principal, session_ref))
+    return _dump_detail(service.retrieve_session(services().read_uow(), principal, session_ref))
 
 
 @api_route(bp, "/<session:session_ref>", methods=["PATCH"], body=UpdateSessionSchema(), max_bytes=32 * KIB)

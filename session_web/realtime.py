@@ -126,7 +126,7 @@ def subscribe_to_channel(
     s = services()
     channel_io = parse_io(io)
     peek = request.headers.get("X-Peek-Settled") == "1" and request.method != "HEAD"
-    live = service.open_live_read(s.uow, principal, session_ref, channel_io, peek)
+    live = service.open_live_read(s.read_uow, principal, session_ref, channel_io, peek)
     if request.method == "HEAD":
         return "", 200, {"X-Last-Chunk-Index": "0"}
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
@@ -143,6 +143,6 @@ def read_channel_records(principal: Principal, session_ref: str, io: str) -> dic
     after = request.args.get("afterEventId")
     if after is not None and not _DIGITS.fullmatch(after):
         raise BadRequest("Query Error")
-    key = service.resolve_channel_for_read(s.uow(), principal, session_ref, channel_io)
-    batch = service.read_batch(s.uow(), key, int(after) + 1 if after else 0, s.settings.read_batch_limit)
+    key = service.resolve_channel_for_read(s.read_uow(), principal, session_ref, channel_io)
+    batch = service.read_batch(s.read_uow(), key, int(after) + 1 if after else 0, s.settings.read_batch_limit)
     return {"records": [item for item in map(records_item, batch.records) if item is not None]}

@@ -41,7 +41,7 @@ class SessionRefConverter(PathConverter):
 
 def current_principal(*, allow_jwt: bool) -> Principal:
     """Authenticate the request's bearer token against the environments table."""
-    with services().uow() as uow:
+    with services().read_uow() as uow:
         return authenticate(request.headers.get("Authorization"), uow.environments, allow_jwt=allow_jwt)
 
 

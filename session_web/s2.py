@@ -166,7 +166,7 @@ def read_stream(principal: Principal, name: str) -> Response:
     s = services()
     key = service.stream_key(principal, name)
     start, limits, wait, clamp = parse_read_query()
-    start_seq = service.resolve_start(s.uow(), key, start, clamp)
+    start_seq = service.resolve_start(s.read_uow(), key, start, clamp)
     is_base64 = _is_base64()
     if "text/event-stream" in request.headers.get("Accept", ""):
         options = sse.TailOptions(
@@ -190,5 +190,5 @@ def read_stream(principal: Principal, name: str) -> Response:
 
 @api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"])
 def check_tail(principal: Principal, name: str) -> Response:
-    tail = service.stream_tail(services().uow(), service.stream_key(principal, name))
+    tail = service.stream_tail(services().read_uow(), service.stream_key(principal, name))
     return jsonify({"tail": _position(tail)})

@@ -29,6 +29,10 @@ class Services:
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub)
 
+    def read_uow(self) -> UnitOfWork:
+        """A unit of work for use cases that only read (auth, retrieve, lists, channel reads)."""
+        return UnitOfWork(self.engine, self.hub, read_only=True)
+
 
 def services() -> Services:
     """The current app's services (set up by ``create_app``)."""

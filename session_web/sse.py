@@ -145,7 +145,7 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     batch_size = s.settings.read_batch_limit
 
     def fetch(seq: int) -> ReadBatch:
-        return s.reads.do((key, seq, batch_size), lambda: read_batch(s.uow(), key, seq, batch_size))
+        return s.reads.do((key, seq, batch_size), lambda: read_batch(s.read_uow(), key, seq, batch_size))
 
     return tail_events(fetch, s.hub, key, start_seq, options)
 

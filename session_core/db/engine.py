@@ -33,8 +33,10 @@ def make_engine(url: str, **overrides: Any) -> sa.Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(conn: sa.Connection) -> None:
-            # Take the write lock up front: read-then-write transactions never deadlock on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so read-then-write transactions never deadlock
+            # on upgrading it; read-only units of work read WAL snapshots without any lock.
+            read_only = conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}

@@ -27,13 +27,16 @@ class UnitOfWork:
     runs: SqlSessionRunRepository
     channels: SqlChannelStore
 
-    def __init__(self, engine: sa.Engine, hub: WakeupHub | None = None) -> None:
+    def __init__(self, engine: sa.Engine, hub: WakeupHub | None = None, *, read_only: bool = False) -> None:
+        """``read_only`` units of work begin a deferred transaction on SQLite, so readers never
+        queue behind writers for the write lock; writes through one are a bug, not a feature."""
         self._engine = engine
         self._hub = hub
+        self._read_only = read_only
         self._after_commit: list[Callable[[], None]] = []
 
     def __enter__(self) -> UnitOfWork:
-        self._conn = self._engine.connect()
+        self._conn = self._engine.connect().execution_options(read_only=self._read_only)
         self._tx = self._conn.begin()
         self._after_commit = []
         self.sessions = SqlSessionRepository(self._conn)
