@@ -16,17 +16,21 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, utime+stime seconds) of a live process, or None if it is gone."""
+    """(parent pid, CPU seconds) of a live process, or None if it is gone.
+
+    The CPU counts the process itself and its reaped children (utime+stime+cutime+cstime), so a
+    PostgreSQL backend or gunicorn worker that exits mid-workload still counts, in its parent.
+    """
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICKS
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of `root` and all its live descendants (reaped children are not counted)."""
+    """CPU seconds of `root`, its live descendants, and the descendants it or they have reaped."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.listdir("/proc"):

@@ -32,11 +32,20 @@ def _fanout(cell: dict[str, Any]) -> str:
     return text
 
 
-def _catch_up(mode: str) -> Callable[[dict[str, Any]], str]:
+def _catch_up(mode: str, wanted: int) -> Callable[[dict[str, Any]], str]:
     def render(cell: dict[str, Any]) -> str:
-        return f"{cell[mode]['median_ms']:,.0f}"
+        text = f"{cell[mode]['median_ms']:,.0f}"
+        if cell["records"] != wanted:  # the fill ran out of time: say what was really read
+            text += f" ({cell['records']:,} records)"
+        return text
 
     return render
+
+
+def _cpu_per_append(cell: dict[str, Any]) -> str:
+    cpu = cell["cpu_seconds"]
+    server = cpu.get("server", 0.0) + cpu.get("database", 0.0)
+    return f"{1000 * server / cell['appends']:.2f}" if cell["appends"] else "–"
 
 
 def rows(cfg: Config) -> list[tuple[str, str, Callable[[dict[str, Any]], str]]]:
@@ -44,12 +53,17 @@ def rows(cfg: Config) -> list[tuple[str, str, Callable[[dict[str, Any]], str]]]:
     table = [
         ("Append latency, 1 writer, p50 / p99 (ms)", "append_latency", _latency),
         (f"Append throughput, {cfg.writers} writers (appends/s)", "throughput", _throughput),
+        ("Server + database CPU per append at that load (ms)", "throughput", _cpu_per_append),
     ]
     for size in cfg.subscribers:
         noun = "subscriber" if size == 1 else "subscribers"
         table.append((f"Append→SSE delivery, {size} {noun}, p50 / p99 (ms)", f"fanout_{size}", _fanout))
-    table.append((f"Catch-up read of {cfg.records:,} records, SSE (ms)", "catch_up", _catch_up("sse")))
-    table.append((f"Catch-up read of {cfg.records:,} records, JSON (ms)", "catch_up", _catch_up("json")))
+    table.append(
+        (f"Catch-up read of {cfg.records:,} records, SSE (ms)", "catch_up", _catch_up("sse", cfg.records))
+    )
+    table.append(
+        (f"Catch-up read of {cfg.records:,} records, JSON (ms)", "catch_up", _catch_up("json", cfg.records))
+    )
     return table
 
 
@@ -82,4 +96,11 @@ def setup_line(setup: dict[str, Any]) -> str:
             else:
                 parts.append(f"{name}: @durable-streams/server {info['version']}, file store")
     parts.append(f"idempotent appends: {'yes' if setup['idempotent'] else 'no'}")
+    for when in ("before", "after"):
+        if when in setup:
+            probe = setup[when]
+            parts.append(
+                f"{when}: load {probe['load_average_1m']}, fdatasync p50/p99"
+                f" {probe['fdatasync']['p50_ms']:.2f}/{probe['fdatasync']['p99_ms']:.2f} ms"
+            )
     return "Setup: " + "; ".join(parts) + "."

@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import report, servers  # noqa: E402
+from bench import machine, report, servers  # noqa: E402
 from bench.cpu import CpuMeter  # noqa: E402
 from bench.profile import Profiler  # noqa: E402
 from bench.targets import DurableStreamsTarget, SessionsTarget, Target  # noqa: E402
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "open_files_limit": raise_open_files_limit(),
+        "before": machine.snapshot(),
         "pg_fsync": args.pg_fsync,
         "idempotent": args.idempotent,
     }
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads = {w.strip() for w in args.workloads.split(",") if w.strip()}
         args.out.mkdir(parents=True, exist_ok=True)
         results = asyncio.run(measure(targets, cfg, run_id, workloads, args.out if args.profile else None))
+    setup["after"] = machine.snapshot()
     setup["total_seconds"] = round(time.perf_counter() - started, 1)
     document = {"run_id": run_id, "setup": setup, "config": vars(cfg), "results": results}
     print(report.markdown_table(results, cfg))
