@@ -40,7 +40,9 @@ def app_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 def app(app_database_url: str) -> Iterator[Flask]:
     app = create_app(Settings(database_url=app_database_url))
     yield app
-    app.extensions["sessions"].engine.dispose()
+    services = app.extensions["sessions"]
+    services.hub.close()  # stops the tail feed before its database goes away
+    services.engine.dispose()
 
 
 @pytest.fixture

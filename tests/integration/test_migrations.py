@@ -42,7 +42,9 @@ def test_sessions_table_has_full_replica_identity_on_postgres(make_pg_database):
     engine = sa.create_engine(url)
 
     with engine.connect() as conn:
-        identity = conn.execute(sa.text("SELECT relreplident FROM pg_class WHERE relname = 'sessions'")).scalar()
+        identity = conn.execute(
+            sa.text("SELECT relreplident FROM pg_class WHERE relname = 'sessions'")
+        ).scalar()
     engine.dispose()
 
     assert identity == "f"
