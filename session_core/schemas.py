@@ -68,7 +68,7 @@ class TrimmedString(fields.String):
         return super()._deserialize(value, attr, data, **kwargs).strip()
 
 
-def _tags_field() -> fields.List:
+def _tags_field() -> fields.List[str]:
     return fields.List(fields.String(validate=validate.Length(max=128)), validate=validate.Length(max=10))
 
 
@@ -192,7 +192,7 @@ def load_body(schema: Schema, data: Any) -> dict[str, Any]:
     try:
         loaded: dict[str, Any] = schema.load(data)
     except ValidationError as exc:
-        details = _flatten(exc.normalized_messages())
+        details = _flatten(exc.normalized_messages())  # type: ignore[no-untyped-call]
         summary = "; ".join(f"{'.'.join(d['path']) or 'body'}: {d['message']}" for d in details[:5])
         raise InvalidInput(f"Validation error: {summary}", details) from None
     return loaded
@@ -278,7 +278,7 @@ def load_list_query(
     try:
         q = ListSessionsQuerySchema().load(dict(args))
     except ValidationError as exc:
-        details = _flatten(exc.normalized_messages())
+        details = _flatten(exc.normalized_messages())  # type: ignore[no-untyped-call]
         summary = "; ".join(f"{'.'.join(d['path'])}: {d['message']}" for d in details[:5])
         raise InvalidInput(f"Query Error: {summary}", details) from None
     created_from = _from_epoch_ms(q.get("created_from"))

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, request
+from marshmallow import Schema
 
 from session_core.models import Session, utcnow
 from session_core.schemas import (
@@ -26,25 +27,28 @@ from session_web.services import services
 
 bp = Blueprint("control", __name__, url_prefix="/api/v1/sessions")
 
-_detail = SessionDetailSchema()
+
+def _dump(schema: Schema, value: object) -> dict[str, Any]:
+    body: dict[str, Any] = schema.dump(value)
+    return body
 
 
 def _dump_detail(session: Session) -> dict[str, Any]:
-    body: dict[str, Any] = _detail.dump(session)
-    return body
+    return _dump(SessionDetailSchema(), session)
 
 
 @api_route(bp, "", methods=["POST"], body=CreateSessionSchema(), max_bytes=32 * KIB)
 def create_session(principal: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     s = services()
     created = service.create_session(s.uow(), s.launcher, principal, body, utcnow())
-    payload = CreatedSessionSchema().dump(
+    payload = _dump(
+        CreatedSessionSchema(),
         {
             **asdict(created.session),
             "run_id": created.run_id,
             "public_access_token": created.public_access_token,
             "is_cached": created.is_cached,
-        }
+        },
     )
     return payload, 200 if created.is_cached else 201
 
@@ -56,8 +60,9 @@ def list_sessions(principal: Principal) -> dict[str, Any]:
     filters, page_size, after, before = load_list_query(request.args, now)
     page = service.list_sessions(s.read_uow, s.lister, principal, filters, page_size, after, before, now)
     pagination = {"next": page.next_cursor, "previous": page.previous_cursor}
-    return SessionListSchema().dump(
-        {"data": page.sessions, "pagination": {k: v for k, v in pagination.items() if v is not None}}
+    return _dump(
+        SessionListSchema(),
+        {"data": page.sessions, "pagination": {k: v for k, v in pagination.items() if v is not None}},
     )
 
 
@@ -90,4 +95,4 @@ def end_and_continue(principal: Principal, body: dict[str, Any], session_ref: st
     run_id, swapped = service.end_and_continue(
         s.uow(), s.launcher, principal, session_ref, body.get("calling_run_id"), body["reason"], utcnow()
     )
-    return EndAndContinueResultSchema().dump({"run_id": run_id, "swapped": swapped})
+    return _dump(EndAndContinueResultSchema(), {"run_id": run_id, "swapped": swapped})

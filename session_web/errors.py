@@ -9,7 +9,7 @@ generic 500 that leaks nothing.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
@@ -53,7 +53,7 @@ def status_for(error: SessionsError) -> int:
     return next((code for cls, code in STATUS if isinstance(error, cls)), 500)
 
 
-def error_response(status: int, message: str, details: list[object] | None = None) -> Response:
+def error_response(status: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
     """Build an error in the current route's style; 4xx a retry cannot fix say so to the client."""
     style: ErrorStyle = g.get("error_style", "json")
     if style == "text":
