@@ -20,6 +20,7 @@ from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import Environment, EnvironmentType, RunReason, Session, SessionRun, SessionStatus
 from session_core.repositories.ports import SessionFilters, SessionListQuery
+from session_core.text import is_storable
 
 EXTERNAL_ID_TAKEN = "A session with this externalId already exists in this environment"
 
@@ -28,24 +29,9 @@ def _is_postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def _is_storable(text: str) -> bool:
-    """Whether the databases could hold ``text``: PostgreSQL refuses NUL, both refuse lone surrogates.
-
-    No stored value fails this, so a lookup by such a value finds nothing, on either database,
-    instead of failing in the driver.
-    """
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _in(column: sa.ColumnElement[str], values: tuple[str, ...]) -> sa.ColumnElement[bool]:
     """``column IN values``, leaving out values no row can hold (an empty IN matches nothing)."""
-    return column.in_([value for value in values if _is_storable(value)])
+    return column.in_([value for value in values if is_storable(value)])
 
 
 def _to_session(row: sa.Row[Any]) -> Session:
@@ -69,7 +55,7 @@ class SqlSessionRepository:
         ``lock`` takes a shared row lock on PostgreSQL so a concurrent close waits for this
         transaction (an append that saw the session open commits before the close does).
         """
-        if not _is_storable(session_ref):
+        if not is_storable(session_ref):
             return None
         query = sa.select(sessions).where(_ref_condition(environment_id, session_ref))
         if lock and _is_postgres(self._conn):
@@ -166,7 +152,7 @@ class SqlSessionRunRepository:
         self._conn.execute(sa.insert(session_runs).values(asdict(run)))
 
     def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None:
-        if not _is_storable(run_id):
+        if not is_storable(run_id):
             return None
         query = (
             sa.select(session_runs)
@@ -206,7 +192,7 @@ class SqlEnvironmentRepository:
         )
 
     def get(self, environment_id: str) -> Environment | None:
-        if not _is_storable(environment_id):
+        if not is_storable(environment_id):
             return None
         return self._one(environments.c.id == environment_id)
 
@@ -214,7 +200,7 @@ class SqlEnvironmentRepository:
         return self._one(environments.c.api_key_hash == api_key_hash)
 
     def get_by_slug(self, slug: str) -> Environment | None:
-        if not _is_storable(slug):
+        if not is_storable(slug):
             return None
         return self._one(environments.c.slug == slug)
 
@@ -260,7 +246,7 @@ def filter_conditions(
     if f.external_ids:
         where.append(_in(sessions.c.external_id, f.external_ids))
     if f.tags:
-        tags = tuple(tag for tag in f.tags if _is_storable(tag))
+        tags = tuple(tag for tag in f.tags if is_storable(tag))
         where.append(_tags_overlap(conn, tags) if tags else sa.false())
     if f.statuses:
         where.append(sa.or_(*(_status_condition(s, now) for s in f.statuses)))

@@ -28,6 +28,7 @@ from session_core.db.tables import channel_parts, channel_records, channels
 from session_core.errors import InvalidInput, VersionMismatch
 from session_core.models import ChannelRecord, Io
 from session_core.streams.wakeups import notify_tail
+from session_core.text import is_storable
 
 DEFAULT_PART_ID_TTL_MS = 5 * 60 * 1000
 # PostgreSQL's btree entries stop near 2,700 bytes; an externalId (at most 256 chars) stays far below.
@@ -126,30 +127,18 @@ def assign_timestamps(records: Sequence[NewRecord], previous: int, now_ms: int) 
     return stamps
 
 
-def _is_storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
-
-
 def validate_append(key: str, records: Sequence[NewRecord]) -> None:
     """Refuse an append every backend cannot store alike: no records, NUL, lone surrogates, huge keys.
 
     :raise InvalidInput: naming the first offending record, so the client gets a 4xx, never a 500.
     """
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES or not _is_storable(key):
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES or not is_storable(key):
         raise InvalidInput("Channel name is too long or holds characters that cannot be stored")
     if not records:
         raise InvalidInput("An append needs at least one record")
     for index, record in enumerate(records):
         texts = [record.body, *(part for header in record.headers for part in header)]
-        if not all(_is_storable(text) for text in texts):
+        if not all(is_storable(text) for text in texts):
             raise InvalidInput(f"Record {index} holds a NUL character or an unpaired surrogate")
 
 
