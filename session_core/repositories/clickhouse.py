@@ -28,6 +28,7 @@ from session_core.models import SessionStatus
 from session_core.replication.target import ClickHouseTarget, parse_clickhouse_url
 from session_core.repositories.ports import SessionListQuery
 from session_core.repositories.sql import SqlSessionLister, filter_conditions
+from session_core.text import is_storable
 
 __all__ = ["ClickHouseSessionLister"]
 
@@ -44,17 +45,6 @@ _T = TypeVar("_T")
 
 def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
-
-
-def _encodable(text: str) -> bool:
-    """PostgreSQL holds no NUL and no lone surrogate, so such a filter value matches nothing."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class _ClientPool:
@@ -135,11 +125,11 @@ def _filters(query: SessionListQuery, now: datetime) -> _Where:
         ("external_id", f.external_ids, "external_ids"),
     ):
         # A NULL externalId is stored as '', which no filter value may match.
-        wanted = tuple(v for v in values if _encodable(v) and (v or column != "external_id"))
+        wanted = tuple(v for v in values if is_storable(v) and (v or column != "external_id"))
         if values:
             where.add(f"{column} IN %({name})s" if wanted else "0", **{name: wanted})
     if f.tags:
-        tags = [tag for tag in f.tags if _encodable(tag)]
+        tags = [tag for tag in f.tags if is_storable(tag)]
         where.add("hasAny(tags, %(tags)s)" if tags else "0", tags=tags)
     if f.statuses:
         where.add("(" + " OR ".join(_status_condition(s) for s in f.statuses) + ")", now_ms=_ms(now))
