@@ -56,6 +56,8 @@ sessions = sa.Table(
     sa.UniqueConstraint("environment_id", "external_id", name="sessions_environment_external_id_key"),
     sa.Index("sessions_expires_at_idx", "expires_at"),
     sa.Index("sessions_current_run_id_idx", "current_run_id"),
+    # The ClickHouse lister's catch-up query (migration 0002 says why this is the only list index).
+    sa.Index("sessions_environment_updated_at_idx", "environment_id", "updated_at"),
 )
 
 session_runs = sa.Table(
