@@ -29,18 +29,6 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
     return value
 
 
-def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
-
-
 def normalize_database_url(url: str) -> str:
     """Accept the ``postgres://`` and ``postgresql://`` forms that hosting platforms hand out."""
     for prefix in ("postgres://", "postgresql://"):
