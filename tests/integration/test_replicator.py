@@ -562,3 +562,28 @@ def test_a_missing_clickhouse_url_stops_with_one_clear_line(setup):
     assert replicator.wait_exit() == 2
     [line] = error_lines(replicator.log())
     assert "CLICKHOUSE_URL is not set" in line
+
+
+def test_an_idle_replicator_lets_the_slot_release_wal_written_by_other_tables(setup):
+    # Channel appends move the WAL on while no session changes; a slot that never confirmed past
+    # them would pin all of it. (psycopg2 confirms keepalives once our own acks are up to date.)
+    setup.start()
+    rows = [session_row()]
+    setup.write(rows)
+    setup.wait_for({r["id"] for r in rows})
+    with setup.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (n int)")
+        conn.exec_driver_sql("INSERT INTO unrelated SELECT generate_series(1, 1000)")
+        written_up_to = current_wal_lsn(conn)
+
+    confirmed = wait_until(
+        lambda: (
+            (acked := slot_state(setup.engine, setup.slot)[0]) is not None
+            and acked >= written_up_to
+            and acked
+        ),
+        timeout=15,
+        what="the slot to confirm WAL past the unrelated writes",
+    )
+
+    assert confirmed >= written_up_to
