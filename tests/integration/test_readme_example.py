@@ -8,9 +8,10 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_the_readme_library_example_runs_and_never_imports_flask(tmp_path):
+def test_the_readme_library_example_runs_without_importing_a_web_framework(tmp_path):
     code = re.search(r"```python\n(from session_core.*?)```", README.read_text(), re.S).group(1)
-    guarded = "import sys\n" + code + "\nassert not {'flask', 'gevent'} & set(sys.modules), 'session_core imported a web framework'\n"
+    framework_check = "\nassert not {'flask', 'gevent'} & set(sys.modules), 'a web framework was imported'\n"
+    guarded = "import sys\n" + code + framework_check
 
     result = subprocess.run(
         [sys.executable, "-c", guarded],
