@@ -92,7 +92,8 @@ def setup_line(setup: dict[str, Any]) -> str:
             if "workers" in info:
                 fsync = "fsync on" if setup["pg_fsync"] else "fsync off"
                 db = f"PostgreSQL ({fsync})" if info["database"] == "postgres" else "SQLite"
-                parts.append(f"{name}: {info['workers']} gevent workers on {db}")
+                plural = "s" if info["workers"] != 1 else ""
+                parts.append(f"{name}: {info['workers']} gevent worker{plural} on {db}")
             else:
                 parts.append(f"{name}: @durable-streams/server {info['version']}, file store")
     parts.append(f"idempotent appends: {'yes' if setup['idempotent'] else 'no'}")
