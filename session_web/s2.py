@@ -126,10 +126,6 @@ def parse_read_query() -> tuple[service.ReadStart, service.ReadLimits, int | Non
     return start, limits, _query_int("wait"), request.args.get("clamp", "").lower() == "true"
 
 
-def _position(position: Any) -> dict[str, int]:
-    return sse.position_json(position)
-
-
 @bp.errorhandler(SeqNumMismatch)
 def _seq_num_mismatch(error: SeqNumMismatch) -> tuple[Response, int]:
     return jsonify({"seq_num_mismatch": error.tail}), 412
@@ -142,7 +138,7 @@ def _fencing_token_mismatch(error: service.FencingTokenMismatch) -> tuple[Respon
 
 @bp.errorhandler(service.ReadPastTail)
 def _read_past_tail(error: service.ReadPastTail) -> tuple[Response, int]:
-    return jsonify({"tail": _position(error.tail)}), 416
+    return jsonify({"tail": sse.position_json(error.tail)}), 416
 
 
 @api_route(bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES)
@@ -158,7 +154,13 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     )
     if s2_proto.CONTENT_TYPE in request.headers.get("Accept", ""):
         return Response(s2_proto.encode_append_ack(ack), mimetype=s2_proto.CONTENT_TYPE)
-    return jsonify({"start": _position(ack.start), "end": _position(ack.end), "tail": _position(ack.tail)})
+    return jsonify(
+        {
+            "start": sse.position_json(ack.start),
+            "end": sse.position_json(ack.end),
+            "tail": sse.position_json(ack.tail),
+        }
+    )
 
 
 @api_route(bp, "/streams/<path:name>/records", methods=["GET"])
@@ -178,12 +180,12 @@ def read_stream(principal: Principal, name: str) -> Response:
         count, min(limits.bytes or MAX_BATCH_METERED_BYTES, MAX_BATCH_METERED_BYTES), limits.until
     )
     batch = service.read_stream(
-        s.uow, s.hub, key, start_seq, limits, count, min(wait or 0, MAX_UNARY_WAIT_SECONDS)
+        s.read_uow, s.hub, key, start_seq, limits, count, min(wait or 0, MAX_UNARY_WAIT_SECONDS)
     )
     return jsonify(
         {
             "records": [sse.record_json(record, is_base64=is_base64) for record in batch.records],
-            "tail": _position(batch.tail),
+            "tail": sse.position_json(batch.tail),
         }
     )
 
@@ -191,4 +193,4 @@ def read_stream(principal: Principal, name: str) -> Response:
 @api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"])
 def check_tail(principal: Principal, name: str) -> Response:
     tail = service.stream_tail(services().read_uow(), service.stream_key(principal, name))
-    return jsonify({"tail": _position(tail)})
+    return jsonify({"tail": sse.position_json(tail)})
