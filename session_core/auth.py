@@ -13,6 +13,8 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from joserfc import jwt
@@ -40,6 +42,14 @@ class EnvironmentLookup(Protocol):
     def get(self, environment_id: str) -> Environment | None: ...
 
     def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None: ...
+
+
+class HasEnvironments(Protocol):
+    @property
+    def environments(self) -> EnvironmentLookup: ...
+
+
+UnitOfWorkLike = AbstractContextManager[HasEnvironments]
 
 
 def hash_api_key(api_key: str) -> str:
@@ -131,3 +141,41 @@ def mint_token(
         **(extra_claims or {}),
     }
     return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(environment.api_key))
+
+
+class CachedEnvironments:
+    """An ``EnvironmentLookup`` that remembers what it found, so most requests skip the database.
+
+    Environments and their keys never change once created, so a found environment is kept for
+    ``ttl_seconds`` (bounding how long a deleted one stays usable); misses are not kept. ``load``
+    opens a read-only unit of work.
+    """
+
+    def __init__(
+        self, load: Callable[[], UnitOfWorkLike], ttl_seconds: float = 60.0, max_entries: int = 10_000
+    ) -> None:
+        self._load = load
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._found: dict[tuple[str, str], tuple[float, Environment]] = {}
+
+    def get(self, environment_id: str) -> Environment | None:
+        return self._lookup(("id", environment_id), lambda repo: repo.get(environment_id))
+
+    def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None:
+        return self._lookup(("key", api_key_hash), lambda repo: repo.get_by_api_key_hash(api_key_hash))
+
+    def _lookup(
+        self, key: tuple[str, str], fetch: Callable[[EnvironmentLookup], Environment | None]
+    ) -> Environment | None:
+        now = time.monotonic()
+        hit = self._found.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self._load() as uow:
+            environment = fetch(uow.environments)
+        if environment is not None:
+            if len(self._found) >= self._max_entries:
+                self._found.clear()
+            self._found[key] = (now + self._ttl, environment)
+        return environment

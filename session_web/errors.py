@@ -12,6 +12,7 @@ import logging
 from typing import Any, Literal
 
 from flask import Flask, Response, g, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from session_core.errors import (
@@ -89,6 +90,16 @@ def _http_error(error: HTTPException) -> Response:
     return response
 
 
+def _database_unavailable(error: sa_exc.DBAPIError) -> Response:
+    """A lost or refused database connection: 503, which clients retry (appends safely, by part id)."""
+    if not (isinstance(error, sa_exc.OperationalError) or error.connection_invalidated):
+        return _unexpected(error)
+    logger.warning(
+        "database unavailable error=%s", str(error.orig).strip().splitlines()[0] if error.orig else error
+    )
+    return error_response(503, "Database unavailable; retry shortly")
+
+
 def _unexpected(error: Exception) -> Response:
     logger.exception("unhandled error")
     return error_response(500, "Internal Server Error")
@@ -97,4 +108,5 @@ def _unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(SessionsError, _sessions_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(sa_exc.DBAPIError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

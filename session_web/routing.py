@@ -40,9 +40,8 @@ class SessionRefConverter(PathConverter):
 
 
 def current_principal(*, allow_jwt: bool) -> Principal:
-    """Authenticate the request's bearer token against the environments table."""
-    with services().read_uow() as uow:
-        return authenticate(request.headers.get("Authorization"), uow.environments, allow_jwt=allow_jwt)
+    """Authenticate the request's bearer token against the (cached) environments."""
+    return authenticate(request.headers.get("Authorization"), services().environments, allow_jwt=allow_jwt)
 
 
 def read_body(max_bytes: int) -> bytes:

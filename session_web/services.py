@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from flask import current_app
 
+from session_core.auth import CachedEnvironments
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
@@ -25,6 +26,11 @@ class Services:
     hub: WakeupHub
     #: Live readers of one channel woken together share one read of it.
     reads: SingleFlight[tuple[str, int, int], ReadBatch] = field(default_factory=SingleFlight)
+    #: Environments by key and id, remembered so authenticating a request costs no round trip.
+    environments: CachedEnvironments = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.environments = CachedEnvironments(self.read_uow)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub)

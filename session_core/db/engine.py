@@ -15,7 +15,9 @@ def make_engine(url: str, **overrides: Any) -> sa.Engine:
     """Create an engine for ``url``.
 
     SQLite runs in WAL mode with a busy timeout so concurrent web workers queue instead of failing;
-    PostgreSQL gets a pool sized for a gevent worker with pre-ping to survive server restarts.
+    PostgreSQL gets a pool sized for a gevent worker and no pre-ping (a round trip on every
+    checkout): after a server restart the first statement on a stale connection fails, SQLAlchemy
+    invalidates the whole pool, and the web layer answers that one request 503 so it is retried.
     """
     if is_sqlite(url):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **overrides)
@@ -39,6 +41,6 @@ def make_engine(url: str, **overrides: Any) -> sa.Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
     options.update(overrides)
     return sa.create_engine(url, **options)

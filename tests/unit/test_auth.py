@@ -2,7 +2,7 @@
 
 import pytest
 
-from session_core.auth import authenticate, generate_api_key, hash_api_key, mint_token
+from session_core.auth import CachedEnvironments, authenticate, generate_api_key, hash_api_key, mint_token
 from session_core.errors import Unauthenticated
 from session_core.models import Environment, EnvironmentType
 from session_core.scopes import PrincipalKind
@@ -93,3 +93,37 @@ def test_a_token_for_an_unknown_environment_is_refused():
 def test_malformed_tokens_are_401_not_500(junk):
     with pytest.raises(Unauthenticated):
         auth("Bearer " + junk)
+
+
+class CountingUnitOfWork:
+    """Stands in for a read-only unit of work and counts how often it is opened."""
+
+    opened = 0
+
+    def __enter__(self):
+        CountingUnitOfWork.opened += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    environments = ENVS
+
+
+def test_cached_environments_answer_repeat_lookups_without_the_database():
+    CountingUnitOfWork.opened = 0
+    cache = CachedEnvironments(CountingUnitOfWork)
+
+    found = [cache.get_by_api_key_hash(hash_api_key(KEY)) for _ in range(3)] + [cache.get("env1")] * 2
+
+    assert found == [ENV] * 5
+    assert CountingUnitOfWork.opened == 2
+
+
+def test_cached_environments_do_not_remember_misses():
+    CountingUnitOfWork.opened = 0
+    cache = CachedEnvironments(CountingUnitOfWork)
+
+    assert cache.get("nope") is None
+    assert cache.get("nope") is None
+    assert CountingUnitOfWork.opened == 2
