@@ -27,7 +27,7 @@ from session_core.db.tables import sessions
 from session_core.models import SessionStatus
 from session_core.replication.target import ClickHouseTarget, parse_clickhouse_url
 from session_core.repositories.ports import SessionListQuery
-from session_core.repositories.sql import SqlSessionLister, filter_conditions
+from session_core.repositories.sql import SqlSessionLister, filter_conditions, page_keys
 from session_core.text import is_storable
 
 __all__ = ["ClickHouseSessionLister"]
@@ -260,24 +260,7 @@ class ClickHouseSessionLister:
         return [SessionKey(_EPOCH + timedelta(milliseconds=ms), session_id) for ms, session_id in rows]
 
     def _fresh_keys(self, query: SessionListQuery, now: datetime, since: datetime) -> list[SessionKey]:
-        key = sa.tuple_(sessions.c.created_at, sessions.c.id)
-        with self._engine.connect() as conn:
-            where = [*filter_conditions(conn, query, now), sessions.c.updated_at >= since]
-            if query.cursor is not None:
-                cursor = sa.tuple_(sa.literal(query.cursor.created_at), sa.literal(query.cursor.id))
-                where.append(key < cursor if query.direction == "forward" else key > cursor)
-            order = (
-                (sessions.c.created_at.desc(), sessions.c.id.desc())
-                if query.direction == "forward"
-                else (sessions.c.created_at.asc(), sessions.c.id.asc())
-            )
-            rows = conn.execute(
-                sa.select(sessions.c.created_at, sessions.c.id)
-                .where(*where)
-                .order_by(*order)
-                .limit(query.limit)
-            )
-            return [SessionKey(row.created_at, row.id) for row in rows]
+        return page_keys(self._engine, query, now, sessions.c.updated_at >= since)
 
     def _fresh_ids(self, query: SessionListQuery, since: datetime) -> list[str]:
         scope = SessionListQuery(query.organization_id, query.project_id, query.environment_id)

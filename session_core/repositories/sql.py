@@ -257,6 +257,27 @@ def filter_conditions(
     return where
 
 
+def page_keys(
+    engine: sa.Engine, query: SessionListQuery, now: datetime, *extra: sa.ColumnElement[bool]
+) -> list[SessionKey]:
+    """The keys of one page: strictly past the cursor in ``query.direction``, at most ``query.limit``."""
+    key = sa.tuple_(sessions.c.created_at, sessions.c.id)
+    with engine.connect().execution_options(read_only=True) as conn:
+        where = [*filter_conditions(conn, query, now), *extra]
+        if query.cursor is not None:
+            cursor = sa.tuple_(sa.literal(query.cursor.created_at), sa.literal(query.cursor.id))
+            where.append(key < cursor if query.direction == "forward" else key > cursor)
+        order = (
+            (sessions.c.created_at.desc(), sessions.c.id.desc())
+            if query.direction == "forward"
+            else (sessions.c.created_at.asc(), sessions.c.id.asc())
+        )
+        rows = conn.execute(
+            sa.select(sessions.c.created_at, sessions.c.id).where(*where).order_by(*order).limit(query.limit)
+        )
+        return [SessionKey(row.created_at, row.id) for row in rows]
+
+
 class SqlSessionLister:
     """Lists straight from the sessions table: the embedded default, and the reference semantics."""
 
@@ -264,24 +285,7 @@ class SqlSessionLister:
         self._engine = engine
 
     def list_keys(self, query: SessionListQuery, now: datetime) -> list[SessionKey]:
-        key = sa.tuple_(sessions.c.created_at, sessions.c.id)
-        with self._engine.connect() as conn:
-            where = filter_conditions(conn, query, now)
-            if query.cursor is not None:
-                cursor = sa.tuple_(sa.literal(query.cursor.created_at), sa.literal(query.cursor.id))
-                where.append(key < cursor if query.direction == "forward" else key > cursor)
-            order = (
-                (sessions.c.created_at.desc(), sessions.c.id.desc())
-                if query.direction == "forward"
-                else (sessions.c.created_at.asc(), sessions.c.id.asc())
-            )
-            rows = conn.execute(
-                sa.select(sessions.c.created_at, sessions.c.id)
-                .where(*where)
-                .order_by(*order)
-                .limit(query.limit)
-            )
-            return [SessionKey(row.created_at, row.id) for row in rows]
+        return page_keys(self._engine, query, now)
 
     def count(self, query: SessionListQuery, now: datetime) -> int:
         with self._engine.connect() as conn:
