@@ -282,3 +282,45 @@ def test_an_unreachable_clickhouse_is_answered_from_postgres(world, populated, c
 
     assert keys == SqlSessionLister(world.engine).list_keys(query, now)
     assert "clickhouse unavailable, answering from postgres what=list" in caplog.text
+
+
+def populate_spread(world, environment) -> None:
+    """Sessions from a day ahead to about 500 days back, ever further apart, so that a page's span
+    of ``created_at`` must widen, and at times read everything, to fill it; some share a
+    millisecond and many sit a few milliseconds either side of a whole second."""
+    now = utcnow().replace(microsecond=0)
+    rows, created = [], now + timedelta(days=1)
+    for n in range(150):
+        if n % 5:  # every fifth shares the previous one's created_at
+            created = now - timedelta(seconds=int(30 * 1.1**n), milliseconds=(1, 999, 500)[n % 3])
+        rows.append(
+            session_row(
+                organization_id=environment.organization_id,
+                project_id=environment.project_id,
+                environment_id=environment.id,
+                environment_type=environment.type.value,
+                type=("chat.agent", "worker")[n % 2],
+                tags=["sparse"] if n % 17 == 0 else ["dense"],
+                closed_at=created if n % 3 == 0 else None,
+                created_at=created,
+                updated_at=created,
+            )
+        )
+    with world.engine.begin() as conn:
+        insert_sessions(conn, rows)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"filter[tags]": "sparse"}, {"filter[status]": "ACTIVE"}, {"filter[type]": "worker"}],
+    ids=["none", "sparse-tag", "active", "type"],
+)
+def test_pages_equal_sql_pages_when_the_rows_are_spread_over_years(world, params):
+    environment = world.environment()
+    populate_spread(world, environment)
+    world.wait_replicated(environment)
+
+    for size in (4, 25):
+        assert walk(world.ch_app, environment, size, **params) == walk(
+            world.sql_app, environment, size, **params
+        )
