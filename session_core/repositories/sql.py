@@ -40,9 +40,20 @@ def _to_session(row: sa.Row[Any]) -> Session:
     return Session(**values)
 
 
-def _ref_condition(environment_id: str, session_ref: str) -> sa.ColumnElement[bool]:
-    column = sessions.c.friendly_id if is_session_friendly_id(session_ref) else sessions.c.external_id
-    return sa.and_(sessions.c.environment_id == environment_id, column == session_ref)
+def _by_ref(column: sa.ColumnElement[str], *, lock: bool) -> sa.Select[Any]:
+    query = sa.select(sessions).where(
+        sessions.c.environment_id == sa.bindparam("environment_id"), column == sa.bindparam("ref")
+    )
+    # SQLite renders no FOR SHARE: its writers already hold the database's write lock.
+    return query.with_for_update(read=True) if lock else query
+
+
+# Every append and read looks a session up: built once, not per call (keyed by friendly id, lock).
+_BY_REF = {
+    (is_friendly, lock): _by_ref(sessions.c.friendly_id if is_friendly else sessions.c.external_id, lock=lock)
+    for is_friendly in (True, False)
+    for lock in (True, False)
+}
 
 
 class SqlSessionRepository:
@@ -57,10 +68,8 @@ class SqlSessionRepository:
         """
         if not is_storable(session_ref):
             return None
-        query = sa.select(sessions).where(_ref_condition(environment_id, session_ref))
-        if lock and _is_postgres(self._conn):
-            query = query.with_for_update(read=True)
-        row = self._conn.execute(query).first()
+        query = _BY_REF[is_session_friendly_id(session_ref), lock]
+        row = self._conn.execute(query, {"environment_id": environment_id, "ref": session_ref}).first()
         return _to_session(row) if row else None
 
     def get(self, session_id: str) -> Session:

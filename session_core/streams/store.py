@@ -4,30 +4,37 @@ A channel is an append-only log in S2's shape: every record gets a ``seq_num`` t
 and grows by one per record, never repeating and never leaving a gap, even after a trim.
 
 An append works inside the caller's transaction and never commits; the unit of work commits and
-only then may the append be acknowledged. It:
+only then may the append be acknowledged. Several callers' appends to one channel can be written
+as one group (``append_group``: one counter move, one insert), each still getting its own ack. A
+group:
 
 1. locks the channel's ``channels`` row (creating it on first use). Every appender of a channel
    queues on that lock, which is what makes ``next_seq`` gap-free under concurrency;
-2. answers a retried ``part_id`` with the first append's position, writing nothing;
+2. answers each retried part id (seen on the channel within the TTL, or earlier in the group) with
+   the first append's position, writing nothing for it;
 3. checks ``match_seq_num`` (S2's optimistic append);
-4. moves the counter, inserts the records and remembers the part id;
+4. moves the counter, inserts the records and remembers the part ids;
 5. announces the new tail: ``pg_notify`` on PostgreSQL (delivered on commit to every process) and
    the ``on_appended`` callback, which the unit of work turns into an in-process wake-up.
+
+On PostgreSQL all five steps are one round trip (``_PG_APPEND``); on SQLite, which runs in-process
+under the write lock ``BEGIN IMMEDIATE`` took, they are a few prebuilt statements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from session_core.db.tables import channel_parts, channel_records, channels
 from session_core.errors import InvalidInput, VersionMismatch
 from session_core.models import ChannelRecord, Io
-from session_core.streams.wakeups import notify_tail
+from session_core.streams.wakeups import pg_notify_tail_sql
 from session_core.text import is_storable
 
 DEFAULT_PART_ID_TTL_MS = 5 * 60 * 1000
@@ -57,6 +64,14 @@ class NewRecord:
     body: str
     headers: list[list[str]] = field(default_factory=list)
     timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class Append:
+    """One caller's append within a group: its records, and its part id (``X-Part-Id``) if any."""
+
+    records: Sequence[NewRecord]
+    part_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,15 @@ class StreamStore(Protocol):
         part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
     ) -> AppendAck: ...
 
+    def append_group(
+        self,
+        key: str,
+        appends: Sequence[Append],
+        *,
+        now_ms: int,
+        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
+    ) -> list[AppendAck]: ...
+
     def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]: ...
 
     def tail(self, key: str) -> StreamPosition: ...
@@ -112,19 +136,27 @@ class StreamStore(Protocol):
     def trim(self, key: str, before_seq: int) -> None: ...
 
 
+def wanted_timestamps(records: Sequence[NewRecord], now_ms: int) -> list[int]:
+    """Each record's timestamp before the channel's last one is known: the running maximum of the
+    client timestamps (capped at arrival time) or arrival time.
+
+    ``max(previous, wanted)`` is then the stored timestamp, which PostgreSQL computes inside the
+    append statement, where ``previous`` is first read.
+    """
+    wanted, last = [], 0
+    for record in records:
+        last = max(last, now_ms if record.timestamp is None else min(record.timestamp, now_ms))
+        wanted.append(last)
+    return wanted
+
+
 def assign_timestamps(records: Sequence[NewRecord], previous: int, now_ms: int) -> list[int]:
     """Timestamp records as S2's client-prefer mode does.
 
     A record keeps its client timestamp capped at arrival time (else gets arrival time), and is
     never stamped earlier than the record before it, so timestamps never decrease along a channel.
     """
-    stamps = []
-    last = previous
-    for record in records:
-        wanted = now_ms if record.timestamp is None else min(record.timestamp, now_ms)
-        last = max(last, wanted)
-        stamps.append(last)
-    return stamps
+    return [max(previous, wanted) for wanted in wanted_timestamps(records, now_ms)]
 
 
 def validate_append(key: str, records: Sequence[NewRecord]) -> None:
@@ -142,16 +174,168 @@ def validate_append(key: str, records: Sequence[NewRecord]) -> None:
             raise InvalidInput(f"Record {index} holds a NUL character or an unpaired surrogate")
 
 
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which offers ``ON CONFLICT`` on both SQLite and PostgreSQL."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+@dataclass
+class _GroupPlan:
+    """Which appends of a group write, at which offset from the tail, and which repeat a part id.
+
+    ``seen`` maps an append to the ``(seq_num, created_at)`` its part id got on the channel,
+    ``repeats`` to the earlier append of the group with the same part id.
+    """
+
+    records: list[NewRecord] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)
+    seen: dict[int, tuple[int, int]] = field(default_factory=dict)
+    repeats: dict[int, int] = field(default_factory=dict)
+    new_parts: list[tuple[str, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, appends: Sequence[Append], seen_parts: Mapping[str, tuple[int, int]]) -> _GroupPlan:
+        plan = cls()
+        first_of_part: dict[str, int] = {}
+        for index, item in enumerate(appends):
+            part = item.part_id
+            if part is not None:
+                if part in seen_parts:
+                    plan.seen[index] = seen_parts[part]
+                    continue
+                if part in first_of_part:
+                    plan.repeats[index] = first_of_part[part]
+                    continue
+                first_of_part[part] = index
+                plan.new_parts.append((part, len(plan.records)))
+            plan.offsets[index] = len(plan.records)
+            plan.records.extend(item.records)
+        return plan
+
+    def acks(
+        self,
+        appends: Sequence[Append],
+        start_seq: int,
+        stamps: Sequence[int],
+        tail: StreamPosition,
+        now_ms: int,
+    ) -> list[AppendAck]:
+        """Each append's ack, once the written records start at ``start_seq`` with ``stamps``."""
+        acks: dict[int, AppendAck] = {}
+        for index, offset in self.offsets.items():
+            last = offset + len(appends[index].records)
+            start = StreamPosition(start_seq + offset, stamps[offset])
+            acks[index] = AppendAck(start, StreamPosition(start_seq + last, stamps[last - 1]), tail)
+        repeated = {index: (acks[first].start.seq_num, now_ms) for index, first in self.repeats.items()}
+        for index, (seq_num, created_at) in (self.seen | repeated).items():
+            start = StreamPosition(seq_num, created_at)
+            end = StreamPosition(seq_num + len(appends[index].records), created_at)
+            acks[index] = AppendAck(start, end, tail, is_duplicate=True)
+        return [acks[index] for index in range(len(appends))]
+
+
+# One round trip on PostgreSQL, psycopg2 sending the three statements as one query string:
+# 1. create the channel row on first use (a no-op, and no write, once it exists);
+# 2. lock it: appenders of a channel queue here;
+# 3. the append proper. A statement's snapshot is taken when it starts, so this one, starting
+#    after the lock was granted, sees every part id committed by earlier lock holders: ``seen``
+#    is exact. If a part id was seen, nothing is written and the caller plans again without it.
+_PG_APPEND = f"""
+INSERT INTO channels (key, next_seq, last_timestamp, parts_swept_at) VALUES (%(key)s, 0, 0, 0)
+ON CONFLICT (key) DO NOTHING;
+SELECT 1 FROM channels WHERE key = %(key)s FOR UPDATE;
+WITH o AS (
+    SELECT next_seq, last_timestamp, parts_swept_at FROM channels WHERE key = %(key)s FOR UPDATE
+), seen AS (
+    SELECT part_id, seq_num, created_at FROM channel_parts
+    WHERE channel_key = %(key)s AND part_id = ANY(%(parts)s::text[]) AND created_at > %(fresh_after)s
+), c AS (
+    UPDATE channels SET
+        next_seq = o.next_seq + %(count)s,
+        last_timestamp = greatest(o.last_timestamp, %(last_wanted)s),
+        parts_swept_at = CASE WHEN %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s
+            THEN %(now)s ELSE o.parts_swept_at END
+    FROM o
+    WHERE channels.key = %(key)s
+      AND NOT EXISTS (SELECT 1 FROM seen)
+      AND (%(match)s::bigint IS NULL OR o.next_seq = %(match)s::bigint)
+    RETURNING o.next_seq AS start_seq, o.last_timestamp AS previous,
+        channels.next_seq AS tail_seq, channels.last_timestamp AS tail_timestamp,
+        %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s AS is_sweep_due
+), r AS (
+    INSERT INTO channel_records (channel_key, seq_num, timestamp, headers, body)
+    SELECT %(key)s, c.start_seq + t.ord - 1, greatest(c.previous, t.wanted), t.headers::jsonb, t.body
+    FROM c, unnest(%(wanted)s::bigint[], %(headers)s::text[], %(bodies)s::text[])
+        WITH ORDINALITY AS t(wanted, headers, body, ord)
+), p AS (
+    INSERT INTO channel_parts (channel_key, part_id, seq_num, created_at)
+    SELECT %(key)s, t.part_id, c.start_seq + t.part_offset, %(now)s
+    FROM c, unnest(%(parts)s::text[], %(part_offsets)s::bigint[]) AS t(part_id, part_offset)
+    ON CONFLICT (channel_key, part_id)
+        DO UPDATE SET seq_num = excluded.seq_num, created_at = excluded.created_at
+), n AS (
+    SELECT {pg_notify_tail_sql("c.tail_seq", "%(key)s")} FROM c
+)
+SELECT o.next_seq, o.last_timestamp, c.start_seq, c.previous, c.tail_seq, c.tail_timestamp,
+    c.is_sweep_due, seen.part_id AS seen_part, seen.seq_num AS seen_seq, seen.created_at AS seen_at,
+    (SELECT count(*) FROM n) AS notified
+FROM o LEFT JOIN c ON true LEFT JOIN seen ON true
+"""
+
+_KEY: sa.BindParameter[str] = sa.bindparam("k")
+_TAIL = sa.select(channels.c.next_seq, channels.c.last_timestamp).where(channels.c.key == _KEY)
+_READ = (
+    sa.select(
+        channel_records.c.seq_num,
+        channel_records.c.timestamp,
+        channel_records.c.headers,
+        channel_records.c.body,
+    )
+    .where(channel_records.c.channel_key == _KEY, channel_records.c.seq_num >= sa.bindparam("start_seq"))
+    .order_by(channel_records.c.seq_num)
+    .limit(sa.bindparam("row_limit"))
+)
+_FIRST_AT = (
+    sa.select(channel_records.c.seq_num)
+    .where(channel_records.c.channel_key == _KEY, channel_records.c.timestamp >= sa.bindparam("at"))
+    .order_by(channel_records.c.seq_num)
+    .limit(1)
+)
+_TRIM = channel_records.delete().where(
+    channel_records.c.channel_key == _KEY, channel_records.c.seq_num < sa.bindparam("before_seq")
+)
+_SWEEP = channel_parts.delete().where(
+    channel_parts.c.channel_key == _KEY, channel_parts.c.created_at <= sa.bindparam("expired_before")
+)
+# SQLite only: the transaction already holds the database's write lock.
+_SQLITE_STATE = sa.select(channels.c.next_seq, channels.c.last_timestamp, channels.c.parts_swept_at).where(
+    channels.c.key == _KEY
+)
+_SQLITE_CREATE = sqlite.insert(channels).on_conflict_do_nothing(index_elements=[channels.c.key])
+_SQLITE_SEEN = sa.select(channel_parts.c.part_id, channel_parts.c.seq_num, channel_parts.c.created_at).where(
+    channel_parts.c.channel_key == _KEY,
+    channel_parts.c.part_id.in_(sa.bindparam("parts", expanding=True)),
+    channel_parts.c.created_at > sa.bindparam("fresh_after"),
+)
+_SQLITE_MOVE = (
+    channels.update()
+    .where(channels.c.key == _KEY)
+    .values(
+        next_seq=sa.bindparam("new_next_seq"),
+        last_timestamp=sa.bindparam("new_last_timestamp"),
+        parts_swept_at=sa.bindparam("new_parts_swept_at"),
+    )
+)
+_SQLITE_INSERT_RECORDS = channel_records.insert()
+_sqlite_remember = sqlite.insert(channel_parts)
+# An expired row under the same part id may still be there: take it over.
+_SQLITE_REMEMBER = _sqlite_remember.on_conflict_do_update(
+    index_elements=[channel_parts.c.channel_key, channel_parts.c.part_id],
+    set_={"seq_num": _sqlite_remember.excluded.seq_num, "created_at": _sqlite_remember.excluded.created_at},
+)
 
 
 class SqlChannelStore:
     """``StreamStore`` over the ``channels``, ``channel_records`` and ``channel_parts`` tables.
 
     It runs on the caller's connection and transaction and never commits. ``on_appended(key, tail)``
-    is called inside the transaction after each append that wrote records.
+    is called inside the transaction after each append that wrote records. Statements are built
+    once, at import: building and cache-keying them per call cost more CPU than running them.
     """
 
     def __init__(self, conn: sa.Connection, on_appended: Callable[[str, int], None] | None = None) -> None:
@@ -178,31 +362,117 @@ class SqlChannelStore:
         :raise InvalidInput: no records, or text that cannot be stored.
         :raise SeqNumMismatch: ``match_seq_num`` is given and is not the tail.
         """
-        validate_append(key, records)
-        next_seq, last_timestamp, swept_at = self._lock_channel(key)
-        if part_id is not None:
-            first = self._find_part(key, part_id, now_ms - part_id_ttl_ms)
-            if first is not None:
-                start = StreamPosition(*first)
-                end = StreamPosition(start.seq_num + len(records), start.timestamp)
-                return AppendAck(start, end, StreamPosition(next_seq, last_timestamp), is_duplicate=True)
+        return self._append(key, [Append(records, part_id)], now_ms, part_id_ttl_ms, match_seq_num)[0]
+
+    def append_group(
+        self,
+        key: str,
+        appends: Sequence[Append],
+        *,
+        now_ms: int,
+        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
+    ) -> list[AppendAck]:
+        """Append several callers' appends to channel ``key`` in order, as one write; one ack each.
+
+        Each append is what ``append`` would do with it alone, one after the other: a part id
+        already on the channel, or earlier in the group, answers with the first position and
+        writes nothing.
+
+        :raise InvalidInput: an append without records, or text that cannot be stored.
+        """
+        return self._append(key, appends, now_ms, part_id_ttl_ms, None)
+
+    def _append(
+        self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
+    ) -> list[AppendAck]:
+        for item in appends:
+            validate_append(key, item.records)
+        if self._is_postgres:
+            return self._append_postgres(key, appends, now_ms, ttl_ms, match_seq_num)
+        return self._append_sqlite(key, appends, now_ms, ttl_ms, match_seq_num)
+
+    def _append_postgres(
+        self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
+    ) -> list[AppendAck]:
+        seen: dict[str, tuple[int, int]] = {}
+        tail = StreamPosition(0, 0)
+        while True:
+            plan = _GroupPlan.of(appends, seen)
+            if not plan.records:  # every append repeats a part id found on the last pass (under the lock)
+                return plan.acks(appends, tail.seq_num, [], tail, now_ms)
+            wanted = wanted_timestamps(plan.records, now_ms)
+            rows = self._conn.exec_driver_sql(
+                _PG_APPEND,
+                {
+                    "key": key,
+                    "count": len(plan.records),
+                    "wanted": wanted,
+                    "last_wanted": wanted[-1],
+                    "headers": [json.dumps(r.headers) if r.headers else None for r in plan.records],
+                    "bodies": [record.body for record in plan.records],
+                    "parts": [part for part, _ in plan.new_parts],
+                    "part_offsets": [offset for _, offset in plan.new_parts],
+                    "has_parts": bool(plan.new_parts),
+                    "fresh_after": now_ms - ttl_ms,
+                    "ttl": ttl_ms,
+                    "now": now_ms,
+                    "match": match_seq_num,
+                },
+            ).all()
+            row = rows[0]
+            tail = StreamPosition(row.next_seq, row.last_timestamp)
+            found = {r.seen_part: (r.seen_seq, r.seen_at) for r in rows if r.seen_part is not None}
+            if found:  # nothing was written: plan again, answering these from the channel
+                seen.update(found)
+                continue
+            if row.start_seq is None:  # once nothing was seen, only match_seq_num stops the update
+                raise SeqNumMismatch(cast(int, match_seq_num), row.next_seq)
+            if row.is_sweep_due:
+                self._conn.execute(_SWEEP, {"k": key, "expired_before": now_ms - ttl_ms})
+            tail = StreamPosition(row.tail_seq, row.tail_timestamp)
+            self._announce(key, tail.seq_num)
+            stamps = [max(row.previous, stamp) for stamp in wanted]
+            return plan.acks(appends, row.start_seq, stamps, tail, now_ms)
+
+    def _append_sqlite(
+        self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
+    ) -> list[AppendAck]:
+        state = self._conn.execute(_SQLITE_STATE, {"k": key}).first()
+        if state is None:
+            self._conn.execute(
+                _SQLITE_CREATE, {"key": key, "next_seq": 0, "last_timestamp": 0, "parts_swept_at": 0}
+            )
+            next_seq, previous, swept_at = 0, 0, 0
+        else:
+            next_seq, previous, swept_at = state
+        parts = [item.part_id for item in appends if item.part_id is not None]
+        seen: dict[str, tuple[int, int]] = {}
+        if parts:
+            found = self._conn.execute(
+                _SQLITE_SEEN, {"k": key, "parts": parts, "fresh_after": now_ms - ttl_ms}
+            )
+            seen = {part: (seq_num, created_at) for part, seq_num, created_at in found}
+        plan = _GroupPlan.of(appends, seen)
+        tail = StreamPosition(next_seq, previous)
+        if not plan.records:
+            return plan.acks(appends, next_seq, [], tail, now_ms)
         if match_seq_num is not None and match_seq_num != next_seq:
             raise SeqNumMismatch(match_seq_num, next_seq)
 
-        stamps = assign_timestamps(records, last_timestamp, now_ms)
-        tail = StreamPosition(next_seq + len(records), stamps[-1])
-        is_sweep_due = part_id is not None and now_ms - swept_at >= part_id_ttl_ms
+        stamps = assign_timestamps(plan.records, previous, now_ms)
+        tail = StreamPosition(next_seq + len(plan.records), stamps[-1])
+        is_sweep_due = bool(plan.new_parts) and now_ms - swept_at >= ttl_ms
         self._conn.execute(
-            channels.update()
-            .where(channels.c.key == key)
-            .values(
-                next_seq=tail.seq_num,
-                last_timestamp=tail.timestamp,
-                parts_swept_at=now_ms if is_sweep_due else swept_at,
-            )
+            _SQLITE_MOVE,
+            {
+                "k": key,
+                "new_next_seq": tail.seq_num,
+                "new_last_timestamp": tail.timestamp,
+                "new_parts_swept_at": now_ms if is_sweep_due else swept_at,
+            },
         )
         self._conn.execute(
-            channel_records.insert(),
+            _SQLITE_INSERT_RECORDS,
             [
                 {
                     "channel_key": key,
@@ -211,39 +481,37 @@ class SqlChannelStore:
                     "headers": record.headers or None,
                     "body": record.body,
                 }
-                for offset, (record, stamp) in enumerate(zip(records, stamps, strict=True))
+                for offset, (record, stamp) in enumerate(zip(plan.records, stamps, strict=True))
             ],
         )
-        if part_id is not None:
+        if plan.new_parts:
             if is_sweep_due:
-                self._delete_expired_parts(key, now_ms - part_id_ttl_ms)
-            self._remember_part(key, part_id, next_seq, now_ms)
-        if self._is_postgres:
-            notify_tail(self._conn, key, tail.seq_num)
+                self._conn.execute(_SWEEP, {"k": key, "expired_before": now_ms - ttl_ms})
+            self._conn.execute(
+                _SQLITE_REMEMBER,
+                [
+                    {"channel_key": key, "part_id": part, "seq_num": next_seq + offset, "created_at": now_ms}
+                    for part, offset in plan.new_parts
+                ],
+            )
+        self._announce(key, tail.seq_num)
+        return plan.acks(appends, next_seq, stamps, tail, now_ms)
+
+    def _announce(self, key: str, tail: int) -> None:
         if self._on_appended is not None:
-            self._on_appended(key, tail.seq_num)
-        return AppendAck(StreamPosition(next_seq, stamps[0]), tail, tail)
+            self._on_appended(key, tail)
 
     def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]:
         """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order."""
-        rows = self._conn.execute(
-            sa.select(
-                channel_records.c.seq_num,
-                channel_records.c.timestamp,
-                channel_records.c.headers,
-                channel_records.c.body,
-            )
-            .where(channel_records.c.channel_key == key, channel_records.c.seq_num >= start_seq)
-            .order_by(channel_records.c.seq_num)
-            .limit(limit)
-        )
-        return [ChannelRecord(row.seq_num, row.timestamp, row.body, row.headers or []) for row in rows]
+        rows = self._conn.execute(_READ, {"k": key, "start_seq": start_seq, "row_limit": limit})
+        return [
+            ChannelRecord(seq_num, timestamp, body, headers or [])
+            for seq_num, timestamp, headers, body in rows
+        ]
 
     def tail(self, key: str) -> StreamPosition:
         """Return the seq_num the next record will get and the last record's timestamp (0, 0 if new)."""
-        row = self._conn.execute(
-            sa.select(channels.c.next_seq, channels.c.last_timestamp).where(channels.c.key == key)
-        ).first()
+        row = self._conn.execute(_TAIL, {"k": key}).first()
         return StreamPosition(0, 0) if row is None else StreamPosition(row.next_seq, row.last_timestamp)
 
     def first_seq_at(self, key: str, timestamp: int) -> int:
@@ -251,64 +519,9 @@ class SqlChannelStore:
 
         Timestamps never decrease along a channel, so this is where a read "from a time" starts.
         """
-        found = self._conn.execute(
-            sa.select(channel_records.c.seq_num)
-            .where(channel_records.c.channel_key == key, channel_records.c.timestamp >= timestamp)
-            .order_by(channel_records.c.seq_num)
-            .limit(1)
-        ).scalar()
+        found = self._conn.execute(_FIRST_AT, {"k": key, "at": timestamp}).scalar()
         return self.tail(key).seq_num if found is None else int(found)
 
     def trim(self, key: str, before_seq: int) -> None:
         """Delete the records of ``key`` below ``before_seq``; their seq_nums are never handed out again."""
-        self._conn.execute(
-            channel_records.delete().where(
-                channel_records.c.channel_key == key, channel_records.c.seq_num < before_seq
-            )
-        )
-
-    def _lock_channel(self, key: str) -> tuple[int, int, int]:
-        """Lock the channel's counter row, creating it first on the channel's first append."""
-        locking = (
-            sa.select(channels.c.next_seq, channels.c.last_timestamp, channels.c.parts_swept_at)
-            .where(channels.c.key == key)
-            .with_for_update()
-        )
-        row = self._conn.execute(locking).first()
-        if row is None:
-            self._conn.execute(
-                _insert(self._conn, channels)
-                .values(key=key, next_seq=0, last_timestamp=0, parts_swept_at=0)
-                .on_conflict_do_nothing(index_elements=[channels.c.key])
-            )
-            row = self._conn.execute(locking).one()
-        return row.next_seq, row.last_timestamp, row.parts_swept_at
-
-    def _find_part(self, key: str, part_id: str, fresh_after: int) -> tuple[int, int] | None:
-        row = self._conn.execute(
-            sa.select(channel_parts.c.seq_num, channel_parts.c.created_at).where(
-                channel_parts.c.channel_key == key,
-                channel_parts.c.part_id == part_id,
-                channel_parts.c.created_at > fresh_after,
-            )
-        ).first()
-        return None if row is None else (row.seq_num, row.created_at)
-
-    def _remember_part(self, key: str, part_id: str, seq_num: int, now_ms: int) -> None:
-        # An expired row under the same part id may still be there: take it over.
-        statement = _insert(self._conn, channel_parts).values(
-            channel_key=key, part_id=part_id, seq_num=seq_num, created_at=now_ms
-        )
-        self._conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[channel_parts.c.channel_key, channel_parts.c.part_id],
-                set_={"seq_num": seq_num, "created_at": now_ms},
-            )
-        )
-
-    def _delete_expired_parts(self, key: str, expired_before: int) -> None:
-        self._conn.execute(
-            channel_parts.delete().where(
-                channel_parts.c.channel_key == key, channel_parts.c.created_at <= expired_before
-            )
-        )
+        self._conn.execute(_TRIM, {"k": key, "before_seq": before_seq})

@@ -44,9 +44,11 @@ def parse_tail_notice(payload: str) -> tuple[str, int] | None:
     return key, int(tail)
 
 
-def notify_tail(conn: sa.Connection, key: str, tail: int) -> None:
-    """Queue a NOTIFY in ``conn``'s transaction; PostgreSQL delivers it only if that commits."""
-    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, tail_notice(key, tail))))
+def pg_notify_tail_sql(tail: str, key: str) -> str:
+    """A SQL call queueing the NOTIFY of ``tail_notice(key, tail)``, for SQL expressions ``tail``
+    and ``key``: the append statement announces the tail it computes itself. PostgreSQL delivers
+    the notice only if the transaction commits."""
+    return f"pg_notify('{NOTIFY_CHANNEL}', ({tail})::text || ' ' || ({key}))"
 
 
 class Subscription:

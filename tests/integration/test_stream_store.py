@@ -9,7 +9,7 @@ import pytest
 from session_core.db.engine import make_engine
 from session_core.db.tables import channel_parts, metadata
 from session_core.errors import InvalidInput
-from session_core.streams.store import NewRecord, SeqNumMismatch, SqlChannelStore, StreamPosition
+from session_core.streams.store import Append, NewRecord, SeqNumMismatch, SqlChannelStore, StreamPosition
 
 NOW = 1_800_000_000_000
 
@@ -36,6 +36,13 @@ def append(engine, key, *bodies, now_ms=NOW, **options):
 def read(engine, key, start_seq=0, limit=1000):
     with engine.begin() as conn:
         return SqlChannelStore(conn).read(key, start_seq, limit)
+
+
+def append_group(engine, key, *appends, now_ms=NOW):
+    """Append a group given as ``(body, part_id)`` pairs, one record per append."""
+    with engine.begin() as conn:
+        items = [Append([NewRecord(body)], part) for body, part in appends]
+        return SqlChannelStore(conn).append_group(key, items, now_ms=now_ms)
 
 
 def tail(engine, key):
@@ -160,6 +167,72 @@ def test_expired_part_ids_are_swept(engine, key):
     with engine.begin() as conn:
         remaining = conn.execute(channel_parts.select().where(channel_parts.c.channel_key == key)).all()
     assert [row.part_id for row in remaining] == ["new"]
+
+
+def test_a_group_lands_in_order_with_one_ack_per_append(engine, key):
+    append(engine, key, "before")
+
+    with engine.begin() as conn:
+        acks = SqlChannelStore(conn).append_group(
+            key, [Append([NewRecord("a"), NewRecord("b")]), Append([NewRecord("c")])], now_ms=NOW
+        )
+
+    assert [(a.start.seq_num, a.end.seq_num, a.tail.seq_num) for a in acks] == [(1, 3, 4), (3, 4, 4)]
+    assert not any(ack.is_duplicate for ack in acks)
+    assert [r.body for r in read(engine, key)] == ["before", "a", "b", "c"]
+
+
+def test_a_group_answers_part_ids_seen_on_the_channel_or_earlier_in_the_group(engine, key):
+    append(engine, key, "first", part_id="p1")
+
+    acks = append_group(engine, key, ("retry", "p1"), ("y", "p2"), ("z", "p2"), ("w", None), ("v", "p3"))
+
+    assert [(a.start.seq_num, a.is_duplicate) for a in acks] == [
+        (0, True),
+        (1, False),
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    assert {ack.tail.seq_num for ack in acks} == {4}
+    assert [r.body for r in read(engine, key)] == ["first", "y", "w", "v"]
+    assert append(engine, key, "again", part_id="p3").start.seq_num == 3
+
+
+def test_a_group_of_retries_only_writes_nothing(engine, key):
+    append(engine, key, "a", part_id="p1")
+    append(engine, key, "b", part_id="p2")
+
+    acks = append_group(engine, key, ("a", "p1"), ("b", "p2"), ("b", "p2"))
+
+    assert [(a.start.seq_num, a.is_duplicate) for a in acks] == [(0, True), (1, True), (1, True)]
+    assert {ack.tail for ack in acks} == {StreamPosition(2, NOW)}
+    assert len(read(engine, key)) == 2
+
+
+def test_concurrent_groups_with_overlapping_part_ids_write_each_part_once(engine, key):
+    writers, groups_each, parts = 6, 10, 40
+    barrier = threading.Barrier(writers, timeout=30)
+
+    def write(writer):
+        barrier.wait()
+        acks = []
+        for n in range(groups_each):
+            chosen = [f"part-{(writer * 7 + n * 3 + i) % parts}" for i in range(3)]
+            acks.extend(
+                zip(chosen, append_group(engine, key, *((part, part) for part in chosen)), strict=True)
+            )
+        return acks
+
+    with ThreadPoolExecutor(writers) as pool:
+        acks = [ack for result in pool.map(write, range(writers)) for ack in result]
+
+    records = read(engine, key)
+    written = {r.body: r.seq_num for r in records}
+    assert [r.seq_num for r in records] == list(range(len(records)))
+    assert len(written) == len(records)  # no part id was written twice
+    assert all(ack.start.seq_num == written[part] for part, ack in acks)
+    assert sum(not ack.is_duplicate for _, ack in acks) == len(records)
 
 
 def test_the_same_part_id_on_another_channel_is_a_new_append(engine, key):
