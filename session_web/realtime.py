@@ -108,12 +108,10 @@ def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[s
     seq = service.append_to_channel(
         s.uow(),
         s.launcher,
-        principal,
+        s.appends,
         session_ref,
         channel_io,
-        body,
-        part,
-        utcnow(),
+        service.ChannelAppend(principal, body, part, utcnow()),
         s.settings.part_id_ttl_seconds,
     )
     return {"ok": True, "seq": seq}

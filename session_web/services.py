@@ -11,9 +11,10 @@ from session_core.auth import CachedEnvironments
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
-from session_core.services.channels import ReadBatch
+from session_core.services.channels import AppendGroups, ReadBatch
 from session_core.services.runs import RunLauncher
 from session_core.streams.flight import SingleFlight
+from session_core.streams.group_commit import GroupCommit
 from session_core.streams.wakeups import WakeupHub
 
 
@@ -26,6 +27,8 @@ class Services:
     hub: WakeupHub
     #: Live readers of one channel woken together share one read of it.
     reads: SingleFlight[tuple[str, int, int], ReadBatch] = field(default_factory=SingleFlight)
+    #: Appends to one channel arriving together are written in one transaction.
+    appends: AppendGroups = field(default_factory=GroupCommit)
     #: Environments by key and id, remembered so authenticating a request costs no round trip.
     environments: CachedEnvironments = field(init=False)
 

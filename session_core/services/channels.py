@@ -29,7 +29,8 @@ from session_core.models import (
 from session_core.scopes import Principal
 from session_core.services.runs import RunLauncher, ensure_run
 from session_core.services.sessions import authorize
-from session_core.streams.store import NewRecord, StreamPosition, channel_key, stream_name
+from session_core.streams.group_commit import GroupCommit
+from session_core.streams.store import Append, NewRecord, StreamPosition, channel_key, stream_name
 
 logger = logging.getLogger(__name__)
 
@@ -158,49 +159,102 @@ def initialize_channel(
     return ChannelGrant(name, token)
 
 
+@dataclass(frozen=True)
+class ChannelAppend:
+    """One caller's append to a channel, as a group commit carries it: who, what, when."""
+
+    principal: Principal
+    body: str
+    part: str | None
+    now: datetime
+
+
+#: Concurrent appends of one process to one channel, keyed by (environment id, session ref, io).
+AppendGroups = GroupCommit[tuple[str, str, Io], ChannelAppend, int]
+
+
 def append_to_channel(
     uow: UnitOfWork,
     launcher: RunLauncher,
-    principal: Principal,
+    groups: AppendGroups,
     session_ref: str,
     io: Io,
-    body: str,
-    part: str | None,
-    now: datetime,
+    append: ChannelAppend,
     part_id_ttl_seconds: int,
 ) -> int:
-    """Append ``body``, unparsed, in the record envelope and return the record's seq_num.
+    """Append ``append.body``, unparsed, in the record envelope and return the record's seq_num.
 
-    The append commits before this returns. A ``part`` (``X-Part-Id``) seen on the channel within
-    the TTL returns the first append's seq_num and writes nothing. The session row is read with a
-    shared lock, so a racing close commits after this append, never between check and write. The
-    session gets a live run (best effort: a failure to start one is logged, the append proceeds).
+    The append commits before this returns. Appends to the same channel arriving while one is
+    being written are written together in one transaction (``GroupCommit``), each checked and
+    answered as if alone: its own seq_num, or its own error. A part id (``X-Part-Id``) seen on the
+    channel within the TTL returns the first append's seq_num and writes nothing. The session row
+    is read with a shared lock, so a racing close commits after this append, never between check
+    and write. The session gets a live run (best effort: a failure to start one is logged, the
+    append proceeds).
 
     :raise Forbidden: the token may not write this session, or is not a secret key on ``.out``.
     :raise NotFound: no such session (only after the scope check, so tokens learn nothing).
     :raise SessionClosed: the session is closed or expired.
     """
+
+    def run(batch: list[ChannelAppend]) -> list[int | SessionsError]:
+        return _append_batch(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
+
+    key = (append.principal.environment.id, session_ref, io)
+    return groups.submit(key, append, run, size=len(append.body))
+
+
+def _check_append(append: ChannelAppend, session_ref: str, session: Session | None, io: Io) -> None:
+    """The checks of one append, in the wire's order (scopes first, so tokens learn nothing)."""
+    ids = [session_ref] if session is None else [session_ref, session.friendly_id, session.external_id]
+    authorize(append.principal, "write", {"sessions": ids})
+    if session is None:
+        raise NotFound("Resource not found")
+    _refuse_if_not_active(session, append.now, "append to")
+    _require_secret_key_for_out(append.principal, io, "Appending to")
+
+
+def _append_batch(
+    uow: UnitOfWork,
+    launcher: RunLauncher,
+    session_ref: str,
+    io: Io,
+    batch: list[ChannelAppend],
+    part_id_ttl_seconds: int,
+) -> list[int | SessionsError]:
+    """Check each append of a batch and write those that pass in one transaction; one outcome each."""
+    errors: dict[int, SessionsError] = {}
+    environment_id = batch[0].principal.environment.id
     with uow:
-        session = uow.sessions.get_by_ref(principal.environment.id, session_ref, lock=True)
-        ids = [session_ref] if session is None else [session_ref, session.friendly_id, session.external_id]
-        authorize(principal, "write", {"sessions": ids})
-        if session is None:
-            raise NotFound("Resource not found")
-        _refuse_if_not_active(session, now, "append to")
-        _require_secret_key_for_out(principal, io, "Appending to")
+        session = uow.sessions.get_by_ref(environment_id, session_ref, lock=True)
+        for index, append in enumerate(batch):
+            try:
+                _check_append(append, session_ref, session, io)
+            except SessionsError as error:
+                errors[index] = error
+        accepted = [index for index in range(len(batch)) if index not in errors]
+        if session is None or not accepted:
+            return list(errors.values())
+        now = max(batch[index].now for index in accepted)
         try:
             ensure_run(uow, launcher, session, RunReason.CONTINUATION, now)
         except SessionsError as error:
             logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
-        ack = uow.channels.append(
+        appends = [
+            Append(
+                [NewRecord(envelope(batch[index].body, batch[index].part or part_id()))], batch[index].part
+            )
+            for index in accepted
+        ]
+        acks = uow.channels.append_group(
             channel_key(session.environment_id, session.addressing_key, io),
-            [NewRecord(envelope(body, part or part_id()))],
+            appends,
             now_ms=epoch_ms(now),
-            part_id=part,
             part_id_ttl_ms=part_id_ttl_seconds * 1000,
         )
         uow.commit()
-    return ack.start.seq_num
+    seq_nums = {index: ack.start.seq_num for index, ack in zip(accepted, acks, strict=True)}
+    return [errors[index] if index in errors else seq_nums[index] for index in range(len(batch))]
 
 
 def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
