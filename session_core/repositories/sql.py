@@ -6,7 +6,7 @@ private function. Integrity errors become domain ``Conflict``s: no database mess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -34,10 +34,19 @@ def _in(column: sa.ColumnElement[str], values: tuple[str, ...]) -> sa.ColumnElem
     return column.in_([value for value in values if is_storable(value)])
 
 
+#: The ``sessions`` columns, in order: ``session_from_columns`` reads these out of any row holding them.
+SESSION_COLUMNS = tuple(sessions.c.keys())
+
+
+def session_from_columns(values: Mapping[Any, Any]) -> Session:
+    """The session in a row's ``sessions`` columns; other columns of the row are left alone."""
+    fields = {name: values[name] for name in SESSION_COLUMNS}
+    fields["tags"] = list(fields["tags"] or [])
+    return Session(**fields)
+
+
 def _to_session(row: sa.Row[Any]) -> Session:
-    values = row._asdict()
-    values["tags"] = list(values["tags"] or [])
-    return Session(**values)
+    return session_from_columns(row._mapping)
 
 
 def _by_ref(column: sa.ColumnElement[str], *, lock: bool) -> sa.Select[Any]:

@@ -26,11 +26,19 @@ from session_core.models import (
     SessionStatus,
     session_status,
 )
-from session_core.scopes import Principal
+from session_core.scopes import Principal, can, super_scopes
 from session_core.services.runs import RunLauncher, ensure_run
 from session_core.services.sessions import authorize
 from session_core.streams.group_commit import GroupCommit
-from session_core.streams.store import Append, NewRecord, StreamPosition, channel_key, stream_name
+from session_core.streams.store import (
+    Append,
+    AppendAck,
+    NewRecord,
+    OpenSession,
+    StreamPosition,
+    channel_key,
+    stream_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +67,12 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def part_id() -> str:
-    """A 7-character nanoid, as Trigger.dev names a part that arrived without ``X-Part-Id``."""
-    return "".join(secrets.choice(_PART_ID_ALPHABET) for _ in range(7))
+    """A 7-character nanoid, as Trigger.dev names a part that arrived without ``X-Part-Id``.
+
+    Like nanoid, each random byte picks a letter by its low 6 bits (64 letters: no bias), so one
+    call to the OS's random source serves all seven.
+    """
+    return "".join(_PART_ID_ALPHABET[byte & 63] for byte in secrets.token_bytes(7))
 
 
 def envelope(body: str, part: str) -> str:
@@ -214,6 +226,46 @@ def _check_append(append: ChannelAppend, session_ref: str, session: Session | No
     _require_secret_key_for_out(append.principal, io, "Appending to")
 
 
+def _passes_without_session(append: ChannelAppend, session_ref: str, io: Io) -> bool:
+    """Whether an append passes the checks that need no session row: scopes on ``session_ref`` (the
+    session's other names could only add to them) and a secret key for ``.out``."""
+    return can(append.principal, "write", {"sessions": [session_ref]}, super_scopes("write")) and (
+        io != "out" or append.principal.is_secret_key
+    )
+
+
+def _errors(
+    batch: list[ChannelAppend], session_ref: str, session: Session | None, io: Io
+) -> dict[int, SessionsError]:
+    """Each refused append of ``batch`` (by index) with its error."""
+    errors: dict[int, SessionsError] = {}
+    for index, append in enumerate(batch):
+        try:
+            _check_append(append, session_ref, session, io)
+        except SessionsError as error:
+            errors[index] = error
+    return errors
+
+
+def _stored(append: ChannelAppend) -> Append:
+    return Append([NewRecord(envelope(append.body, append.part or part_id()))], append.part)
+
+
+def _ensure_run(uow: UnitOfWork, launcher: RunLauncher, session: Session, now: datetime) -> None:
+    """Give the session a live run; a failure is logged and the append goes ahead."""
+    try:
+        ensure_run(uow, launcher, session, RunReason.CONTINUATION, now)
+    except SessionsError as error:
+        logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
+
+
+def _outcomes(
+    size: int, errors: dict[int, SessionsError], accepted: list[int], acks: list[AppendAck]
+) -> list[int | SessionsError]:
+    seq_nums = {index: ack.start.seq_num for index, ack in zip(accepted, acks, strict=True)}
+    return [errors[index] if index in errors else seq_nums[index] for index in range(size)]
+
+
 def _append_batch(
     uow: UnitOfWork,
     launcher: RunLauncher,
@@ -222,39 +274,86 @@ def _append_batch(
     batch: list[ChannelAppend],
     part_id_ttl_seconds: int,
 ) -> list[int | SessionsError]:
-    """Check each append of a batch and write those that pass in one transaction; one outcome each."""
-    errors: dict[int, SessionsError] = {}
+    """Check each append of a batch and write those that pass in one transaction; one outcome each.
+
+    Most batches take one round trip and a commit (``_append_at_once``); the rest read the
+    session first (``_append_after_lookup``).
+    """
+    outcomes = _append_at_once(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
+    if outcomes is None:
+        outcomes = _append_after_lookup(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
+    return outcomes
+
+
+def _append_at_once(
+    uow: UnitOfWork,
+    launcher: RunLauncher,
+    session_ref: str,
+    io: Io,
+    batch: list[ChannelAppend],
+    part_id_ttl_seconds: int,
+) -> list[int | SessionsError] | None:
+    """Write the appends that pass the checks needing no session, guarded by the session being open
+    and addressed by ``session_ref``, and read the session in the same round trip.
+
+    Then every append is checked against that session; if the ones that pass are not exactly the
+    ones written (a token allowed only through the session's other name, a friendly id of a session
+    with an externalId, expiry between two arrivals), the transaction is rolled back and None is
+    returned, for ``_append_after_lookup`` to do it exactly.
+    """
+    eligible = [
+        index for index, append in enumerate(batch) if _passes_without_session(append, session_ref, io)
+    ]
+    if not eligible:
+        return None
+    environment_id = batch[0].principal.environment.id
+    opened = OpenSession(environment_id, session_ref, min(batch[index].now for index in eligible))
+    now = max(batch[index].now for index in eligible)
+    with uow:
+        guarded = uow.channels.append_while_open(
+            opened,
+            io,
+            [_stored(batch[index]) for index in eligible],
+            now_ms=epoch_ms(now),
+            part_id_ttl_ms=part_id_ttl_seconds * 1000,
+        )
+        errors = _errors(batch, session_ref, guarded.session, io)
+        accepted = [index for index in range(len(batch)) if index not in errors]
+        if accepted != (eligible if guarded.acks is not None else []):
+            return None  # leaving the unit of work rolls back
+        if guarded.session is None or guarded.acks is None:
+            return list(errors.values())
+        _ensure_run(uow, launcher, guarded.session, now)
+        uow.commit()
+    return _outcomes(len(batch), errors, accepted, guarded.acks)
+
+
+def _append_after_lookup(
+    uow: UnitOfWork,
+    launcher: RunLauncher,
+    session_ref: str,
+    io: Io,
+    batch: list[ChannelAppend],
+    part_id_ttl_seconds: int,
+) -> list[int | SessionsError]:
+    """Read the session with a shared lock, check each append against it, write those that pass."""
     environment_id = batch[0].principal.environment.id
     with uow:
         session = uow.sessions.get_by_ref(environment_id, session_ref, lock=True)
-        for index, append in enumerate(batch):
-            try:
-                _check_append(append, session_ref, session, io)
-            except SessionsError as error:
-                errors[index] = error
+        errors = _errors(batch, session_ref, session, io)
         accepted = [index for index in range(len(batch)) if index not in errors]
         if session is None or not accepted:
             return list(errors.values())
         now = max(batch[index].now for index in accepted)
-        try:
-            ensure_run(uow, launcher, session, RunReason.CONTINUATION, now)
-        except SessionsError as error:
-            logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
-        appends = [
-            Append(
-                [NewRecord(envelope(batch[index].body, batch[index].part or part_id()))], batch[index].part
-            )
-            for index in accepted
-        ]
+        _ensure_run(uow, launcher, session, now)
         acks = uow.channels.append_group(
             channel_key(session.environment_id, session.addressing_key, io),
-            appends,
+            [_stored(batch[index]) for index in accepted],
             now_ms=epoch_ms(now),
             part_id_ttl_ms=part_id_ttl_seconds * 1000,
         )
         uow.commit()
-    seq_nums = {index: ack.start.seq_num for index, ack in zip(accepted, acks, strict=True)}
-    return [errors[index] if index in errors else seq_nums[index] for index in range(len(batch))]
+    return _outcomes(len(batch), errors, accepted, acks)
 
 
 def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:

@@ -26,14 +26,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from session_core.db.tables import channel_parts, channel_records, channels
 from session_core.errors import InvalidInput, VersionMismatch
-from session_core.models import ChannelRecord, Io
+from session_core.ids import is_session_friendly_id
+from session_core.models import ChannelRecord, Io, Session, SessionStatus, session_status
+from session_core.repositories.sql import SESSION_COLUMNS, SqlSessionRepository, session_from_columns
 from session_core.streams.wakeups import pg_notify_tail_sql
 from session_core.text import is_storable
 
@@ -75,6 +78,26 @@ class Append:
 
 
 @dataclass(frozen=True)
+class OpenSession:
+    """The session a guarded append (``append_while_open``) is for, and when it must be open.
+
+    The append goes ahead only if the session ``addressing_key`` names exists in
+    ``environment_id``, has that addressing key (its externalId, else its friendly id: so the
+    caller knew the channel's key), and is neither closed nor expired at ``active_at``.
+    """
+
+    environment_id: str
+    addressing_key: str
+    active_at: datetime
+
+    def holds_for(self, session: Session) -> bool:
+        return (
+            session.addressing_key == self.addressing_key
+            and session_status(session, self.active_at) is SessionStatus.ACTIVE
+        )
+
+
+@dataclass(frozen=True)
 class StreamPosition:
     """A point in a channel as S2 reports it: a seq_num and the timestamp of the record before it."""
 
@@ -94,6 +117,15 @@ class AppendAck:
     end: StreamPosition
     tail: StreamPosition
     is_duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class GuardedAppend:
+    """What a guarded append found: the session as it read it (None if there is none), and the
+    acks, or None when the session did not hold and nothing was written."""
+
+    session: Session | None
+    acks: list[AppendAck] | None
 
 
 class SeqNumMismatch(VersionMismatch):
@@ -229,53 +261,119 @@ class _GroupPlan:
         return [acks[index] for index in range(len(appends))]
 
 
-# One round trip on PostgreSQL, psycopg2 sending the three statements as one query string:
-# 1. create the channel row on first use (a no-op, and no write, once it exists);
-# 2. lock it: appenders of a channel queue here;
-# 3. the append proper. A statement's snapshot is taken when it starts, so this one, starting
-#    after the lock was granted, sees every part id committed by earlier lock holders: ``seen``
-#    is exact. If a part id was seen, nothing is written and the caller plans again without it.
-_PG_APPEND = f"""
-INSERT INTO channels (key, next_seq, last_timestamp, parts_swept_at) VALUES (%(key)s, 0, 0, 0)
-ON CONFLICT (key) DO NOTHING;
-SELECT 1 FROM channels WHERE key = %(key)s FOR UPDATE;
-WITH o AS (
-    SELECT next_seq, last_timestamp, parts_swept_at FROM channels WHERE key = %(key)s FOR UPDATE
-), seen AS (
-    SELECT part_id, seq_num, created_at FROM channel_parts
-    WHERE channel_key = %(key)s AND part_id = ANY(%(parts)s::text[]) AND created_at > %(fresh_after)s
-), c AS (
-    UPDATE channels SET
-        next_seq = o.next_seq + %(count)s,
-        last_timestamp = greatest(o.last_timestamp, %(last_wanted)s),
-        parts_swept_at = CASE WHEN %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s
-            THEN %(now)s ELSE o.parts_swept_at END
-    FROM o
-    WHERE channels.key = %(key)s
-      AND NOT EXISTS (SELECT 1 FROM seen)
-      AND (%(match)s::bigint IS NULL OR o.next_seq = %(match)s::bigint)
-    RETURNING o.next_seq AS start_seq, o.last_timestamp AS previous,
-        channels.next_seq AS tail_seq, channels.last_timestamp AS tail_timestamp,
-        %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s AS is_sweep_due
-), r AS (
-    INSERT INTO channel_records (channel_key, seq_num, timestamp, headers, body)
-    SELECT %(key)s, c.start_seq + t.ord - 1, greatest(c.previous, t.wanted), t.headers::jsonb, t.body
-    FROM c, unnest(%(wanted)s::bigint[], %(headers)s::text[], %(bodies)s::text[])
-        WITH ORDINALITY AS t(wanted, headers, body, ord)
-), p AS (
-    INSERT INTO channel_parts (channel_key, part_id, seq_num, created_at)
-    SELECT %(key)s, t.part_id, c.start_seq + t.part_offset, %(now)s
-    FROM c, unnest(%(parts)s::text[], %(part_offsets)s::bigint[]) AS t(part_id, part_offset)
-    ON CONFLICT (channel_key, part_id)
-        DO UPDATE SET seq_num = excluded.seq_num, created_at = excluded.created_at
-), n AS (
-    SELECT {pg_notify_tail_sql("c.tail_seq", "%(key)s")} FROM c
-)
-SELECT o.next_seq, o.last_timestamp, c.start_seq, c.previous, c.tail_seq, c.tail_timestamp,
-    c.is_sweep_due, seen.part_id AS seen_part, seen.seq_num AS seen_seq, seen.created_at AS seen_at,
-    (SELECT count(*) FROM n) AS notified
-FROM o LEFT JOIN c ON true LEFT JOIN seen ON true
-"""
+class _PgAppend:
+    """One PostgreSQL append, as a query string that takes one round trip.
+
+    The first statement creates the channel row on first use, else locks it without writing it
+    (ON CONFLICT DO UPDATE locks the conflicting row even when its WHERE is false): appenders of a
+    channel queue there. The second runs the append, prepared once per connection, since planning
+    it cost more than running it. It starts once the lock is granted, so its snapshot, taken when
+    it starts, sees every part id earlier lock holders committed: ``seen`` is exact, and a seen part
+    id makes it write nothing (the caller plans again without it).
+
+    With ``guard_column`` (``friendly_id`` or ``external_id``, the column ``session_ref`` names) the
+    append also reads that session with a shared lock, so a racing close commits after it, and
+    writes only while the session is open and ``session_ref`` is its addressing key; the channel
+    row is then only created for such a session. psycopg2 sends both statements as one string.
+    """
+
+    PARAMETERS = (
+        ("key", "text"),
+        ("count", "bigint"),
+        ("wanted", "bigint[]"),
+        ("last_wanted", "bigint"),
+        ("headers", "text[]"),
+        ("bodies", "text[]"),
+        ("parts", "text[]"),
+        ("part_offsets", "bigint[]"),
+        ("has_parts", "boolean"),
+        ("fresh_after", "bigint"),
+        ("ttl", "bigint"),
+        ("now", "bigint"),
+        ("match", "bigint"),
+    )
+    GUARD_PARAMETERS = (("environment_id", "text"), ("session_ref", "text"), ("active_at", "timestamp"))
+
+    def __init__(self, guard_column: str | None = None) -> None:
+        self.name = f"sessions_channel_append_{guard_column or 'unguarded'}_v1"
+        parameters = self.PARAMETERS + (self.GUARD_PARAMETERS if guard_column else ())
+        body = self._body(guard_column) % {name: f"${n}" for n, (name, _) in enumerate(parameters, 1)}
+        self.prepare = f"PREPARE {self.name} ({', '.join(kind for _, kind in parameters)}) AS {body}"
+        arguments = ", ".join(f"%({name})s" for name, _ in parameters)
+        self.run = f"{self._lock(guard_column)}; EXECUTE {self.name}({arguments})"
+
+    @staticmethod
+    def _session(guard_column: str, columns: str, *, is_open: bool = False) -> str:
+        where = f"environment_id = %(environment_id)s AND {guard_column} = %(session_ref)s"
+        if is_open:
+            where += " AND coalesce(external_id, friendly_id) = %(session_ref)s"
+        return f"SELECT {columns} FROM sessions WHERE {where} FOR SHARE"
+
+    def _lock(self, guard_column: str | None) -> str:
+        values = "VALUES (%(key)s, 0, 0, 0)"
+        if guard_column:
+            values = f"SELECT %(key)s, 0, 0, 0 FROM ({self._session(guard_column, '1', is_open=True)}) AS s"
+        return (
+            f"INSERT INTO channels (key, next_seq, last_timestamp, parts_swept_at) {values}"
+            " ON CONFLICT (key) DO UPDATE SET next_seq = channels.next_seq WHERE false"
+        )
+
+    def _body(self, guard_column: str | None) -> str:
+        session_cte = session_columns = guard = ""
+        if guard_column:
+            session_cte = f"s AS ({self._session(guard_column, ', '.join(SESSION_COLUMNS))}), "
+            session_columns = ", ".join(f"s.{column}" for column in SESSION_COLUMNS) + ","
+            is_open = """EXISTS (SELECT 1 FROM s
+                WHERE coalesce(s.external_id, s.friendly_id) = %(session_ref)s
+                AND s.closed_at IS NULL AND (s.expires_at IS NULL OR s.expires_at >= %(active_at)s))"""
+            guard = f"\n              AND {is_open}"
+            session_columns += f" {is_open} AS is_open,"
+        return f"""
+        WITH {session_cte}o AS (
+            SELECT next_seq, last_timestamp, parts_swept_at FROM channels WHERE key = %(key)s
+        ), seen AS (
+            SELECT part_id, seq_num, created_at FROM channel_parts
+            WHERE channel_key = %(key)s AND part_id = ANY(%(parts)s) AND created_at > %(fresh_after)s
+        ), c AS (
+            UPDATE channels SET
+                next_seq = o.next_seq + %(count)s,
+                last_timestamp = greatest(o.last_timestamp, %(last_wanted)s),
+                parts_swept_at = CASE WHEN %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s
+                    THEN %(now)s ELSE o.parts_swept_at END
+            FROM o
+            WHERE channels.key = %(key)s
+              AND NOT EXISTS (SELECT 1 FROM seen)
+              AND (%(match)s IS NULL OR o.next_seq = %(match)s){guard}
+            RETURNING o.next_seq AS start_seq, o.last_timestamp AS previous,
+                channels.next_seq AS tail_seq, channels.last_timestamp AS tail_timestamp,
+                %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s AS is_sweep_due
+        ), r AS (
+            INSERT INTO channel_records (channel_key, seq_num, timestamp, headers, body)
+            SELECT %(key)s, c.start_seq + t.ord - 1, greatest(c.previous, t.wanted), t.headers::jsonb,
+                t.body
+            FROM c, unnest(%(wanted)s, %(headers)s, %(bodies)s)
+                WITH ORDINALITY AS t(wanted, headers, body, ord)
+        ), p AS (
+            INSERT INTO channel_parts (channel_key, part_id, seq_num, created_at)
+            SELECT %(key)s, t.part_id, c.start_seq + t.part_offset, %(now)s
+            FROM c, unnest(%(parts)s, %(part_offsets)s) AS t(part_id, part_offset)
+            ON CONFLICT (channel_key, part_id)
+                DO UPDATE SET seq_num = excluded.seq_num, created_at = excluded.created_at
+        ), n AS (
+            SELECT {pg_notify_tail_sql("c.tail_seq", "%(key)s")} FROM c
+        )
+        SELECT {session_columns} o.next_seq, o.last_timestamp, c.start_seq, c.previous, c.tail_seq,
+            c.tail_timestamp, c.is_sweep_due,
+            seen.part_id AS seen_part, seen.seq_num AS seen_seq, seen.created_at AS seen_at,
+            (SELECT count(*) FROM n) AS notified
+        FROM (SELECT) AS one {"LEFT JOIN s ON true " if guard_column else ""}LEFT JOIN o ON true
+            LEFT JOIN c ON true LEFT JOIN seen ON true
+        """
+
+
+_PG_APPENDS = {column: _PgAppend(column) for column in (None, "friendly_id", "external_id")}
+#: ``Connection.info`` key: the names of the statements prepared on that connection, for its whole life.
+_PREPARED = "sessions_prepared_statements"
 
 _KEY: sa.BindParameter[str] = sa.bindparam("k")
 _TAIL = sa.select(channels.c.next_seq, channels.c.last_timestamp).where(channels.c.key == _KEY)
@@ -382,27 +480,85 @@ class SqlChannelStore:
         """
         return self._append(key, appends, now_ms, part_id_ttl_ms, None)
 
+    def append_while_open(
+        self,
+        session: OpenSession,
+        io: Io,
+        appends: Sequence[Append],
+        *,
+        now_ms: int,
+        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
+    ) -> GuardedAppend:
+        """``append_group`` to a session's channel, but only while ``session`` holds (see there).
+
+        On PostgreSQL the session is read, with a shared lock, in the append's own round trip.
+
+        :raise InvalidInput: an append without records, or text that cannot be stored.
+        """
+        key = channel_key(session.environment_id, session.addressing_key, io)
+        for item in appends:
+            validate_append(key, item.records)
+        if self._is_postgres:
+            acks, row = self._append_postgres(key, appends, now_ms, part_id_ttl_ms, None, session)
+            return GuardedAppend(None if row.id is None else session_from_columns(row._mapping), acks)
+        # SQLite: the transaction holds the write lock, so nobody closes the session meanwhile.
+        found = SqlSessionRepository(self._conn).get_by_ref(session.environment_id, session.addressing_key)
+        if found is None or not session.holds_for(found):
+            return GuardedAppend(found, None)
+        return GuardedAppend(found, self._append_sqlite(key, appends, now_ms, part_id_ttl_ms, None))
+
     def _append(
         self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
     ) -> list[AppendAck]:
         for item in appends:
             validate_append(key, item.records)
         if self._is_postgres:
-            return self._append_postgres(key, appends, now_ms, ttl_ms, match_seq_num)
+            return cast(
+                list[AppendAck], self._append_postgres(key, appends, now_ms, ttl_ms, match_seq_num)[0]
+            )
         return self._append_sqlite(key, appends, now_ms, ttl_ms, match_seq_num)
 
     def _append_postgres(
-        self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
-    ) -> list[AppendAck]:
+        self,
+        key: str,
+        appends: Sequence[Append],
+        now_ms: int,
+        ttl_ms: int,
+        match_seq_num: int | None,
+        guard: OpenSession | None = None,
+    ) -> tuple[list[AppendAck] | None, sa.Row[Any]]:
+        """Append in one round trip (two with a part id seen); with ``guard``, only while it holds.
+
+        Returns the acks (None when the guard held the append back) and the statement's last row,
+        which carries the guarded session's columns.
+        """
+        column = (
+            None
+            if guard is None
+            else "friendly_id"
+            if is_session_friendly_id(guard.addressing_key)
+            else "external_id"
+        )
+        statement = _PG_APPENDS[column]
+        prepared: set[str] = self._conn.info.setdefault(_PREPARED, set())
+        if statement.name not in prepared:
+            self._conn.exec_driver_sql(statement.prepare)
+            prepared.add(statement.name)
+        guard_parameters = (
+            {}
+            if guard is None
+            else {
+                "environment_id": guard.environment_id,
+                "session_ref": guard.addressing_key,
+                "active_at": guard.active_at,
+            }
+        )
         seen: dict[str, tuple[int, int]] = {}
-        tail = StreamPosition(0, 0)
+        plan = _GroupPlan.of(appends, seen)
         while True:
-            plan = _GroupPlan.of(appends, seen)
-            if not plan.records:  # every append repeats a part id found on the last pass (under the lock)
-                return plan.acks(appends, tail.seq_num, [], tail, now_ms)
             wanted = wanted_timestamps(plan.records, now_ms)
             rows = self._conn.exec_driver_sql(
-                _PG_APPEND,
+                statement.run,
                 {
                     "key": key,
                     "count": len(plan.records),
@@ -417,13 +573,19 @@ class SqlChannelStore:
                     "ttl": ttl_ms,
                     "now": now_ms,
                     "match": match_seq_num,
+                    **guard_parameters,
                 },
             ).all()
             row = rows[0]
-            tail = StreamPosition(row.next_seq, row.last_timestamp)
+            if guard is not None and not row.is_open:
+                return None, row
             found = {r.seen_part: (r.seen_seq, r.seen_at) for r in rows if r.seen_part is not None}
             if found:  # nothing was written: plan again, answering these from the channel
                 seen.update(found)
+                plan = _GroupPlan.of(appends, seen)
+                if not plan.records:  # all of them repeat part ids (the lock is held: the tail stands)
+                    tail = StreamPosition(row.next_seq, row.last_timestamp)
+                    return plan.acks(appends, tail.seq_num, [], tail, now_ms), row
                 continue
             if row.start_seq is None:  # once nothing was seen, only match_seq_num stops the update
                 raise SeqNumMismatch(cast(int, match_seq_num), row.next_seq)
@@ -432,7 +594,7 @@ class SqlChannelStore:
             tail = StreamPosition(row.tail_seq, row.tail_timestamp)
             self._announce(key, tail.seq_num)
             stamps = [max(row.previous, stamp) for stamp in wanted]
-            return plan.acks(appends, row.start_seq, stamps, tail, now_ms)
+            return plan.acks(appends, row.start_seq, stamps, tail, now_ms), row
 
     def _append_sqlite(
         self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None

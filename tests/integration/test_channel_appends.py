@@ -10,9 +10,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import sqlalchemy as sa
 
 from session_core.db.engine import make_engine
 from session_core.db.migrate import upgrade_database
+from session_core.db.tables import channels
 from session_core.db.uow import UnitOfWork
 from session_core.errors import Forbidden, NotFound, SessionClosed
 from session_core.models import EnvironmentType, Session, utcnow
@@ -252,3 +254,66 @@ def test_a_session_with_no_run_gets_one_with_its_first_batch(engine, env, launch
     uow = UnitOfWork(engine, read_only=True)
     with uow:
         assert uow.sessions.get(fresh.id).current_run_id is not None
+
+
+def channel_keys(engine, environment_id):
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(channels.c.key).where(channels.c.key.startswith(environment_id + "/")))
+        return {row.key for row in rows}
+
+
+def test_a_token_scoped_to_the_sessions_other_name_may_append(engine, env, session, launcher, groups):
+    token = Principal(env, PrincipalKind.PUBLIC_JWT, (f"write:sessions:{session.friendly_id}",))
+
+    seqs = [append(engine, launcher, groups, token, session.external_id, str(n)) for n in range(3)]
+
+    assert seqs == [0, 1, 2]
+
+
+def test_a_friendly_id_appends_to_the_channel_its_external_id_names(engine, env, session, launcher, groups):
+    principal = secret_key(env)
+
+    by_friendly_id = append(engine, launcher, groups, principal, session.friendly_id, "a")
+    by_external_id = append(engine, launcher, groups, principal, session.external_id, "b")
+
+    assert (by_friendly_id, by_external_id) == (0, 1)
+    assert channel_keys(engine, env.id) == {channel_key(env.id, session.external_id, "in")}
+
+
+def test_refused_appends_leave_no_channel_behind(engine, env, session, launcher, groups):
+    principal = secret_key(env)
+    uow = UnitOfWork(engine)
+    with uow:
+        uow.sessions.close_if_open(session.id, "done", utcnow())
+        uow.commit()
+
+    assert isinstance(append(engine, launcher, groups, principal, "nobody", "x"), NotFound)
+    assert isinstance(append(engine, launcher, groups, principal, session.friendly_id, "x"), SessionClosed)
+    assert channel_keys(engine, env.id) <= {channel_key(env.id, session.external_id, "in")}
+
+
+@pytest.mark.postgres
+def test_an_append_to_an_open_session_is_one_round_trip_and_a_commit(make_pg_database, launcher, groups):
+    url = make_pg_database()
+    upgrade_database(url)
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        env = create_environment(UnitOfWork(engine), "trips", EnvironmentType.DEVELOPMENT, utcnow())
+        session = make_session(environment_id=env.id, current_run_id="run_live")
+        with UnitOfWork(engine) as uow:
+            uow.sessions.insert_or_get(session)
+            uow.commit()
+        append(
+            engine, launcher, groups, secret_key(env), session.friendly_id, "warm-up", part="w"
+        )  # prepares, sweeps
+        sent = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+
+        seq = append(engine, launcher, groups, secret_key(env), session.friendly_id, "x", part="p")
+    finally:
+        engine.dispose()
+
+    assert seq == 1
+    assert len(sent) == 2
+    assert sent[0].startswith("BEGIN; INSERT INTO channels") and "EXECUTE" in sent[0]
+    assert sent[1] == "COMMIT"
