@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
+
 from session_core.auth import mint_token
 from session_core.db.uow import UnitOfWork
 from session_core.errors import Forbidden, NotFound, SessionClosed, SessionsError
@@ -81,11 +83,18 @@ def envelope(body: str, part: str) -> str:
 
 
 def open_envelope(record: ChannelRecord) -> tuple[JSONValue, str]:
-    """The ``(data, id)`` a record carries; a body that is no envelope is its own data, with no id."""
+    """The ``(data, id)`` a record carries; a body that is no envelope is its own data, with no id.
+
+    orjson parses it (catch-up reads open thousands), and the standard library what orjson refuses
+    but JSON-in-Python reads (NaN, numbers past 64 bits, escaped lone surrogates).
+    """
     try:
-        parsed = json.loads(record.body)
-    except ValueError:
-        return record.body, ""
+        parsed = orjson.loads(record.body)
+    except orjson.JSONDecodeError:
+        try:
+            parsed = json.loads(record.body)
+        except ValueError:
+            return record.body, ""
     if isinstance(parsed, dict) and "data" in parsed:
         part = parsed.get("id")
         return parsed["data"], part if isinstance(part, str) else ""
@@ -379,17 +388,37 @@ def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref:
 
 
 def read_batch(uow: UnitOfWork, key: str, start_seq: int, limit: int) -> ReadBatch:
-    """Read up to ``limit`` records from ``start_seq`` in one short transaction.
+    """Read up to ``limit`` records from ``start_seq``, with the tail, in one statement.
 
-    The tail is read first: every record below it is then visible, so a reader that moves to the
-    tail after an empty read skips only trimmed records, never a committed one.
+    One snapshot serves both, so the tail is never behind the last record returned, and a reader
+    that moves to the tail after an empty read skips only trimmed records, never a committed one.
     """
     with uow:
-        tail = uow.channels.tail(key)
-        records = uow.channels.read(key, start_seq, limit)
-    if records and records[-1].seq_num >= tail.seq_num:
-        tail = StreamPosition(records[-1].seq_num + 1, records[-1].timestamp)
+        records, tail = uow.channels.read_with_tail(key, start_seq, limit)
     return ReadBatch(records, tail)
+
+
+def read_page(
+    uow: UnitOfWork, key: str, start_seq: int, batch_size: int, max_records: int, max_chars: int
+) -> list[ChannelRecord]:
+    """Read from ``start_seq`` batch by batch until the channel's end, ``max_records`` records, or
+    bodies adding up to ``max_chars`` (checked after each batch, so at least one batch is read).
+
+    One connection and one statement per batch: a catch-up of thousands of records costs its
+    caller one request, not one per batch.
+    """
+    records: list[ChannelRecord] = []
+    chars = 0
+    with uow:
+        while len(records) < max_records and chars < max_chars:
+            limit = min(batch_size, max_records - len(records))
+            batch = uow.channels.read(key, start_seq, limit)
+            records += batch
+            chars += sum(len(record.body) for record in batch)
+            if len(batch) < limit:
+                break
+            start_seq = batch[-1].seq_num + 1
+    return records
 
 
 def is_settled(uow: UnitOfWork, key: str) -> bool:

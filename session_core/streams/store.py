@@ -163,6 +163,10 @@ class StreamStore(Protocol):
 
     def tail(self, key: str) -> StreamPosition: ...
 
+    def read_with_tail(
+        self, key: str, start_seq: int, limit: int
+    ) -> tuple[list[ChannelRecord], StreamPosition]: ...
+
     def first_seq_at(self, key: str, timestamp: int) -> int: ...
 
     def trim(self, key: str, before_seq: int) -> None: ...
@@ -388,6 +392,22 @@ _READ = (
     .order_by(channel_records.c.seq_num)
     .limit(sa.bindparam("row_limit"))
 )
+_RECORDS_FROM = _READ.subquery("r")
+# The tail and the records after a point in one statement, so in one snapshot and one round trip.
+# The records are a derived table with the key as a parameter, not a LATERAL join: SQLite has none.
+_READ_WITH_TAIL = (
+    sa.select(
+        channels.c.next_seq,
+        channels.c.last_timestamp,
+        _RECORDS_FROM.c.seq_num,
+        _RECORDS_FROM.c.timestamp,
+        _RECORDS_FROM.c.headers,
+        _RECORDS_FROM.c.body,
+    )
+    .select_from(channels.outerjoin(_RECORDS_FROM, sa.true()))
+    .where(channels.c.key == _KEY)
+    .order_by(_RECORDS_FROM.c.seq_num)
+)
 _FIRST_AT = (
     sa.select(channel_records.c.seq_num)
     .where(channel_records.c.channel_key == _KEY, channel_records.c.timestamp >= sa.bindparam("at"))
@@ -426,6 +446,17 @@ _SQLITE_REMEMBER = _sqlite_remember.on_conflict_do_update(
     index_elements=[channel_parts.c.channel_key, channel_parts.c.part_id],
     set_={"seq_num": _sqlite_remember.excluded.seq_num, "created_at": _sqlite_remember.excluded.created_at},
 )
+
+
+def _headers(stored: list[list[str]] | str | None) -> list[list[str]]:
+    """A record's headers as the driver hands them over: a list (psycopg2 decodes JSONB), JSON text
+    (SQLite), or NULL for none."""
+    if stored is None:
+        return []
+    if isinstance(stored, str):
+        decoded: list[list[str]] = json.loads(stored)
+        return decoded
+    return stored
 
 
 class SqlChannelStore:
@@ -665,11 +696,34 @@ class SqlChannelStore:
 
     def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]:
         """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order."""
-        rows = self._conn.execute(_READ, {"k": key, "start_seq": start_seq, "row_limit": limit})
+        rows = self._driver_rows(_READ, {"k": key, "start_seq": start_seq, "row_limit": limit})
         return [
-            ChannelRecord(seq_num, timestamp, body, headers or [])
+            ChannelRecord(seq_num, timestamp, body, _headers(headers))
             for seq_num, timestamp, headers, body in rows
         ]
+
+    def read_with_tail(
+        self, key: str, start_seq: int, limit: int
+    ) -> tuple[list[ChannelRecord], StreamPosition]:
+        """``read`` and ``tail`` at once, seen from one snapshot: the tail is past every record returned."""
+        rows = self._driver_rows(_READ_WITH_TAIL, {"k": key, "start_seq": start_seq, "row_limit": limit})
+        if not rows:
+            return [], StreamPosition(0, 0)
+        records = [
+            ChannelRecord(seq_num, timestamp, body, _headers(headers))
+            for _, _, seq_num, timestamp, headers, body in rows
+            if seq_num is not None
+        ]
+        return records, StreamPosition(rows[0][0], rows[0][1])
+
+    def _driver_rows(self, statement: sa.Executable, parameters: dict[str, Any]) -> list[Any]:
+        """Rows as the driver returns them. Catch-up reads are thousands of rows, and SQLAlchemy's
+        per-row processing cost as much as fetching them; ``_headers`` does the one conversion needed."""
+        result = self._conn.execute(statement, parameters)
+        try:
+            return cast(list[Any], result.cursor.fetchall())
+        finally:
+            result.close()
 
     def tail(self, key: str) -> StreamPosition:
         """Return the seq_num the next record will get and the last record's timestamp (0, 0 if new)."""

@@ -1,8 +1,11 @@
 """Pure rules of the realtime surface: URL and header parsing, envelopes, control records, S2 input."""
 
 import base64
+import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from session_core.errors import BadRequest, Forbidden, InvalidInput, PayloadTooLarge
 from session_core.models import ChannelRecord, Environment, EnvironmentType
@@ -16,7 +19,7 @@ from session_core.services.channels import (
     part_id,
     stream_token_scopes,
 )
-from session_web.realtime import parse_io, parse_timeout_seconds, records_item, resume_seq
+from session_web.realtime import parse_io, parse_timeout_seconds, records_item, records_json, resume_seq
 from session_web.s2 import parse_append_input
 
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_secret")
@@ -100,6 +103,51 @@ def test_records_items_skip_commands_and_flatten_envelopes():
         "headers": [["trigger-control", "turn-complete"]],
     }
     assert records_item(ChannelRecord(6, 0, envelope("hi", "p"))) == {"data": "hi", "id": "p", "seqNum": 6}
+
+
+def expected_records(records):
+    return {"records": [item for item in map(records_item, records) if item is not None]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        envelope('{"n":1}', "p1"),
+        envelope('quote " backslash \\ tab \t é ✓ 🚀 nul \x00', "p2"),
+        '{"data": {"n": 1}, "id": "y", "extra": 1}',
+        '{"data":"x","id":7}',
+        '{"data":"x"}',
+        '{"data": 123456789012345678901234567890, "id": "big"}',
+        '{"data": "\\ud800 lone", "id": "surrogate"}',
+        '{"data":"unterminated',
+        "plain text",
+        "",
+        "[1,2]",
+    ],
+)
+def test_the_records_body_is_the_records_items_whatever_the_stored_body(body):
+    records = [ChannelRecord(3, 0, body), ChannelRecord(4, 0, body, [["h", "v"]])]
+
+    assert json.loads(records_json(records)) == expected_records(records)
+
+
+def test_numbers_json_cannot_carry_come_out_as_null():
+    records = [ChannelRecord(3, 0, '{"data": [NaN, Infinity], "id": "p"}')]
+
+    assert json.loads(records_json(records)) == {"records": [{"data": [None, None], "id": "p", "seqNum": 3}]}
+
+
+@given(st.text(), st.text())
+def test_every_stored_envelope_reads_back_as_its_records_item(data, part):
+    records = [ChannelRecord(9, 0, envelope(data, part))]
+
+    assert json.loads(records_json(records)) == expected_records(records)
+
+
+def test_command_records_are_left_out_of_the_records_body():
+    records = [ChannelRecord(4, 0, "", [["", "trim"]]), ChannelRecord(5, 0, envelope("x", "p"))]
+
+    assert json.loads(records_json(records)) == {"records": [{"data": "x", "id": "p", "seqNum": 5}]}
 
 
 def test_a_stream_token_reaches_its_stream_only():

@@ -1,0 +1,72 @@
+"""Channel reads on SQLite and PostgreSQL: the tail read with the records, and records pages in batches."""
+
+import uuid
+
+import pytest
+
+from session_core.db.engine import make_engine
+from session_core.db.tables import metadata
+from session_core.db.uow import UnitOfWork
+from session_core.services.channels import read_batch, read_page
+from session_core.streams.store import NewRecord, StreamPosition
+
+NOW = 1_800_000_000_000
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def key():
+    return f"env/sessions/{uuid.uuid4()}/out"
+
+
+def fill(engine, key, bodies):
+    with UnitOfWork(engine) as uow:
+        uow.channels.append(
+            key, [NewRecord(body, [["h", "v"]] if body == "control" else []) for body in bodies], now_ms=NOW
+        )
+        uow.commit()
+
+
+def reader(engine):
+    return UnitOfWork(engine, read_only=True)
+
+
+def test_a_batch_carries_the_records_and_the_tail(engine, key):
+    fill(engine, key, ["a", "control", "c"])
+
+    batch = read_batch(reader(engine), key, 1, 10)
+
+    assert [(r.seq_num, r.body, r.headers) for r in batch.records] == [
+        (1, "control", [["h", "v"]]),
+        (2, "c", []),
+    ]
+    assert batch.tail == StreamPosition(3, NOW)
+
+
+def test_a_batch_past_the_end_or_of_a_new_channel_is_empty_with_the_tail(engine, key):
+    fill(engine, key, ["a"])
+
+    assert read_batch(reader(engine), key, 5, 10).records == []
+    assert read_batch(reader(engine), key, 5, 10).tail == StreamPosition(1, NOW)
+    assert read_batch(reader(engine), key + "-new", 0, 10).tail == StreamPosition(0, 0)
+
+
+def test_a_page_reads_batch_after_batch_up_to_its_record_bound(engine, key):
+    fill(engine, key, [str(n) for n in range(25)])
+
+    assert [r.seq_num for r in read_page(reader(engine), key, 3, 4, 100, 10_000)] == list(range(3, 25))
+    assert [r.seq_num for r in read_page(reader(engine), key, 0, 4, 10, 10_000)] == list(range(10))
+
+
+def test_a_page_stops_after_the_batch_that_reaches_its_size_bound(engine, key):
+    fill(engine, key, ["x" * 10] * 20)
+
+    assert len(read_page(reader(engine), key, 0, 4, 100, 35)) == 4
+    assert len(read_page(reader(engine), key, 0, 4, 100, 45)) == 8
