@@ -283,15 +283,19 @@ def _append_batch(
     batch: list[ChannelAppend],
     part_id_ttl_seconds: int,
 ) -> list[int | SessionsError]:
-    """Check each append of a batch and write those that pass in one transaction; one outcome each.
+    """Check each append of a batch and write those that pass; one outcome each.
 
-    Most batches take one round trip and a commit (``_append_at_once``); the rest read the
-    session first (``_append_after_lookup``).
+    Most batches are written at once (``_append_at_once``): one round trip on PostgreSQL, commit
+    included. The appends it leaves undecided are written after reading the session first
+    (``_append_after_lookup``).
     """
-    outcomes = _append_at_once(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
-    if outcomes is None:
-        outcomes = _append_after_lookup(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
-    return outcomes
+    outcomes, undecided = _append_at_once(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
+    if undecided:
+        rest = _append_after_lookup(
+            uow, launcher, session_ref, io, [batch[index] for index in undecided], part_id_ttl_seconds
+        )
+        outcomes.update(zip(undecided, rest, strict=True))
+    return [outcomes[index] for index in range(len(batch))]
 
 
 def _append_at_once(
@@ -301,40 +305,56 @@ def _append_at_once(
     io: Io,
     batch: list[ChannelAppend],
     part_id_ttl_seconds: int,
-) -> list[int | SessionsError] | None:
-    """Write the appends that pass the checks needing no session, guarded by the session being open
-    and addressed by ``session_ref``, and read the session in the same round trip.
+) -> tuple[dict[int, int | SessionsError], list[int]]:
+    """Write, in one statement, the appends that pass the checks needing no session row, if the
+    session is open and addressed by ``session_ref``; decide the others with the row it read.
 
-    Then every append is checked against that session; if the ones that pass are not exactly the
-    ones written (a token allowed only through the session's other name, a friendly id of a session
-    with an externalId, expiry between two arrivals), the transaction is rolled back and None is
-    returned, for ``_append_after_lookup`` to do it exactly.
+    Open at the latest arrival means open at every earlier one, and scopes on ``session_ref``
+    are enough whatever the row says, so every append written is one that ``_check_append``
+    accepts: the statement commits on its own (``UnitOfWork.autocommit``). Returns the outcomes
+    decided (by batch index) and the indexes left undecided: appends that pass with the row but
+    were not written (a token scoped to the session's other name, a friendly id of a session with
+    an externalId, expiry between two arrivals).
     """
     eligible = [
         index for index, append in enumerate(batch) if _passes_without_session(append, session_ref, io)
     ]
     if not eligible:
-        return None
+        return {}, list(range(len(batch)))
     environment_id = batch[0].principal.environment.id
-    opened = OpenSession(environment_id, session_ref, min(batch[index].now for index in eligible))
     now = max(batch[index].now for index in eligible)
-    with uow:
-        guarded = uow.channels.append_while_open(
-            opened,
+    with uow.autocommitting() as writer:
+        guarded = writer.channels.append_while_open(
+            OpenSession(environment_id, session_ref, now),
             io,
             [_stored(batch[index]) for index in eligible],
             now_ms=epoch_ms(now),
             part_id_ttl_ms=part_id_ttl_seconds * 1000,
         )
-        errors = _errors(batch, session_ref, guarded.session, io)
-        accepted = [index for index in range(len(batch)) if index not in errors]
-        if accepted != (eligible if guarded.acks is not None else []):
-            return None  # leaving the unit of work rolls back
-        if guarded.session is None or guarded.acks is None:
-            return list(errors.values())
-        _ensure_run(uow, launcher, guarded.session, now)
+        writer.commit()
+    outcomes: dict[int, int | SessionsError] = dict(_errors(batch, session_ref, guarded.session, io))
+    if guarded.acks is not None:
+        outcomes.update((index, ack.start.seq_num) for index, ack in zip(eligible, guarded.acks, strict=True))
+        if guarded.session is not None and not _has_live_run(launcher, guarded.session):
+            _ensure_run_for_open(uow, launcher, guarded.session, now)
+    return outcomes, [index for index in range(len(batch)) if index not in outcomes]
+
+
+def _has_live_run(launcher: RunLauncher, session: Session) -> bool:
+    return session.current_run_id is not None and launcher.is_live(session.current_run_id)
+
+
+def _ensure_run_for_open(uow: UnitOfWork, launcher: RunLauncher, session: Session, now: datetime) -> None:
+    """Give a session appended to at once a live run, in its own transaction, if it is still open.
+
+    As Trigger.dev's append route does, best effort: a failure is logged.
+    """
+    with uow:
+        current = uow.sessions.get_by_ref(session.environment_id, session.friendly_id, lock=True)
+        if current is None or session_status(current, now) is not SessionStatus.ACTIVE:
+            return
+        _ensure_run(uow, launcher, current, now)
         uow.commit()
-    return _outcomes(len(batch), errors, accepted, guarded.acks)
 
 
 def _append_after_lookup(
