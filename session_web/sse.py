@@ -11,7 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Response
@@ -75,6 +75,30 @@ def error_event(message: str) -> str:
 
 
 @dataclass(frozen=True)
+class SharedBatch(ReadBatch):
+    """A batch that every reader woken by the same append gets (``Services.reads``), with its
+    encodings kept: a thousand readers taking the whole batch encode it once, not once each."""
+
+    encodings: dict[bool, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _batch_data(batch: ReadBatch, records: list[ChannelRecord], is_base64: bool) -> tuple[str, int]:
+    """The ``batch`` event's data for ``records`` (a prefix of ``batch.records``) and their metered
+    bytes; worked out once per ``SharedBatch`` when the prefix is the whole batch."""
+    shared = batch if isinstance(batch, SharedBatch) and len(records) == len(batch.records) else None
+    if shared is not None and is_base64 in shared.encodings:
+        return shared.encodings[is_base64]
+    payload = {
+        "records": [record_json(r, is_base64=is_base64) for r in records],
+        "tail": position_json(batch.tail),
+    }
+    encoded = _json(payload), sum(metered_bytes(record) for record in records)
+    if shared is not None:
+        shared.encodings[is_base64] = encoded
+    return encoded
+
+
+@dataclass(frozen=True)
 class TailOptions:
     """How one live read runs: how long it stays open at the tail, and how often it pings."""
 
@@ -114,14 +138,11 @@ def tail_events(
             batch = fetch(next_seq)
             records, is_done = clip_records(batch.records, options.limits, counted, metered)
             if records:
+                data, size = _batch_data(batch, records, options.is_base64)
                 counted += len(records)
-                metered += sum(metered_bytes(record) for record in records)
+                metered += size
                 next_seq = records[-1].seq_num + 1
-                payload = {
-                    "records": [record_json(r, is_base64=options.is_base64) for r in records],
-                    "tail": position_json(batch.tail),
-                }
-                yield event("batch", _json(payload), f"{next_seq},{counted},{metered}")
+                yield event("batch", data, f"{next_seq},{counted},{metered}")
                 last_event_at = clock()
                 idle_until = last_event_at + options.wait_seconds
             if is_done:
@@ -144,8 +165,12 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     """Tail channel ``key``; each read is one short unit of work, shared by readers asking the same."""
     batch_size = s.settings.read_batch_limit
 
+    def read(seq: int) -> SharedBatch:
+        batch = read_batch(s.read_uow(), key, seq, batch_size)
+        return SharedBatch(batch.records, batch.tail)
+
     def fetch(seq: int) -> ReadBatch:
-        return s.reads.do((key, seq, batch_size), lambda: read_batch(s.read_uow(), key, seq, batch_size))
+        return s.reads.do((key, seq, batch_size), lambda: read(seq))
 
     return tail_events(fetch, s.hub, key, start_seq, options)
 

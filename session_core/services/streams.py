@@ -116,11 +116,12 @@ def clip_records(
             return kept, True
         if limits.count is not None and counted + len(kept) >= limits.count:
             return kept, True
-        size = metered_bytes(record)
-        if limits.bytes is not None and metered + size > limits.bytes and (kept or counted):
-            return kept, True
+        if limits.bytes is not None:  # sizing every record costs live readers, who rarely set a limit
+            size = metered_bytes(record)
+            if metered + size > limits.bytes and (kept or counted):
+                return kept, True
+            metered += size
         kept.append(record)
-        metered += size
     return kept, limits.count is not None and counted + len(kept) >= limits.count
 
 

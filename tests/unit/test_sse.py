@@ -7,7 +7,7 @@ from session_core.services.channels import ReadBatch
 from session_core.services.streams import ReadLimits, clip_records, metered_bytes
 from session_core.streams.store import StreamPosition
 from session_core.streams.wakeups import WakeupHub
-from session_web.sse import TailOptions, event, record_json, tail_events
+from session_web.sse import SharedBatch, TailOptions, event, record_json, tail_events
 
 
 class Channel:
@@ -162,3 +162,20 @@ def test_a_reader_that_goes_away_unsubscribes():
     events.close()
 
     assert hub.subscribed_keys() == []
+
+
+def test_readers_of_one_shared_batch_encode_it_once_and_a_limited_reader_encodes_its_own():
+    shared = SharedBatch([ChannelRecord(0, 1, "a"), ChannelRecord(1, 2, "b")], StreamPosition(2, 2))
+    options = TailOptions(0, 15)
+
+    first = list(tail_events(lambda seq: shared, WakeupHub(), "k", 0, options))
+    cached = dict(shared.encodings)
+    second = list(tail_events(lambda seq: shared, WakeupHub(), "k", 0, options))
+    limited = list(
+        tail_events(lambda seq: shared, WakeupHub(), "k", 0, TailOptions(0, 15, ReadLimits(count=1)))
+    )
+
+    assert first[1:] == second[1:]  # after the ping: the same batch event, from the one encoding
+    assert shared.encodings == cached and list(cached) == [False]
+    assert batch_seqs(first) == [[0, 1]]
+    assert batch_seqs(limited) == [[0]]
