@@ -95,7 +95,9 @@ class UnitOfWork:
         self._by_hand = conn.dialect.name == "postgresql"
         if self._by_hand:
             _send_begin_on(self._engine)
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+            # Set on the driver, not through SQLAlchemy's isolation_level: resetting that one on
+            # check-in pins READ COMMITTED, after which psycopg2 sends a SET at every switch.
+            conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
             conn.info[_BEGIN_PENDING] = not (self._read_only or self._autocommit)
         self._conn = conn.execution_options(read_only=self._read_only)
         self._tx = self._conn.begin()
@@ -115,10 +117,20 @@ class UnitOfWork:
         try:
             if self._by_hand:
                 self._end_by_hand("ROLLBACK")
+                self._leave_autocommit()
             if self._tx.is_active:
                 self._tx.rollback()
         finally:
             self._conn.close()
+
+    def _leave_autocommit(self) -> None:
+        """Hand the connection back to the pool as it was lent: outside autocommit."""
+        if self._conn.invalidated:
+            return
+        try:
+            self._conn.connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+        except self._conn.dialect.loaded_dbapi.Error:  # it broke meanwhile: drop it, never pool it
+            self._conn.invalidate()
 
     def _end_by_hand(self, command: str) -> None:
         """Send ``COMMIT`` or ``ROLLBACK`` if a transaction was begun; a failed ROLLBACK drops the

@@ -66,6 +66,8 @@ def test_no_connection_goes_back_to_the_pool_inside_a_transaction(make_pg_databa
             raise RuntimeError("a use case failed half way")
         with UnitOfWork(engine, read_only=True) as uow:  # the same pooled connection
             pid = uow._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with engine.connect() as conn:  # lent to plain SQLAlchemy users as it was: transactional
+            is_autocommit = conn.connection.dbapi_connection.autocommit
         with observer.connect() as conn:
             state = conn.exec_driver_sql("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar()
     finally:
@@ -73,3 +75,4 @@ def test_no_connection_goes_back_to_the_pool_inside_a_transaction(make_pg_databa
         observer.dispose()
 
     assert state == "idle"  # not "idle in transaction"
+    assert is_autocommit is False
