@@ -210,8 +210,8 @@ def append_to_channel(
     answered as if alone: its own seq_num, or its own error. A part id (``X-Part-Id``) seen on the
     channel within the TTL returns the first append's seq_num and writes nothing. The session row
     is read with a shared lock, so a racing close commits after this append, never between check
-    and write. The session gets a live run (best effort: a failure to start one is logged, the
-    append proceeds).
+    and write. The session gets a live run, as Trigger.dev's route does it: best effort (a failure
+    to start one is logged, the append proceeds), and for appends written at once, after them.
 
     :raise Forbidden: the token may not write this session, or is not a secret key on ``.out``.
     :raise NotFound: no such session (only after the scope check, so tokens learn nothing).

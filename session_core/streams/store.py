@@ -3,10 +3,11 @@
 A channel is an append-only log in S2's shape: every record gets a ``seq_num`` that starts at 0
 and grows by one per record, never repeating and never leaving a gap, even after a trim.
 
-An append works inside the caller's transaction and never commits; the unit of work commits and
-only then may the append be acknowledged. Several callers' appends to one channel can be written
-as one group (``append_group``: one counter move, one insert), each still getting its own ack. A
-group:
+An append works inside the caller's transaction and never commits; the unit of work commits (or,
+in an autocommitting unit of work on PostgreSQL, the append's one query string is its own
+transaction) and only then may the append be acknowledged. Several callers' appends to one
+channel can be written as one group (``append_group``: one counter move, one insert), each still
+getting its own ack. A group:
 
 1. locks the channel's ``channels`` row (creating it on first use). Every appender of a channel
    queues on that lock, which is what makes ``next_seq`` gap-free under concurrency;
@@ -17,8 +18,10 @@ group:
 5. announces the new tail: ``pg_notify`` on PostgreSQL (delivered on commit to every process) and
    the ``on_appended`` callback, which the unit of work turns into an in-process wake-up.
 
-On PostgreSQL all five steps are one round trip (``_PG_APPEND``); on SQLite, which runs in-process
-under the write lock ``BEGIN IMMEDIATE`` took, they are a few prebuilt statements.
+``append_while_open`` also reads the session the channel belongs to, with a shared lock, and
+writes only while it is open (``OpenSession``). On PostgreSQL all of it is one round trip
+(``_PgAppend``); on SQLite, which runs in-process under the write lock ``BEGIN IMMEDIATE`` took,
+a few prebuilt statements.
 """
 
 from __future__ import annotations
