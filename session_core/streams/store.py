@@ -268,15 +268,25 @@ class _GroupPlan:
         return [acks[index] for index in range(len(appends))]
 
 
+def _prepared(name: str, sql: str, parameters: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """``PREPARE`` and ``EXECUTE`` texts for ``sql``, written with psycopg2's ``%(name)s``
+    placeholders; ``parameters`` lists the names it may use, with their SQL types."""
+    used = [(name, kind) for name, kind in parameters if f"%({name})s" in sql]
+    positional = sql % {name: f"${n}" for n, (name, _) in enumerate(used, 1)}
+    prepare = f"PREPARE {name} ({', '.join(kind for _, kind in used)}) AS {positional}"
+    return prepare, f"EXECUTE {name}({', '.join(f'%({name})s' for name, _ in used)})"
+
+
 class _PgAppend:
     """One PostgreSQL append, as a query string that takes one round trip.
 
     The first statement creates the channel row on first use, else locks it without writing it
     (ON CONFLICT DO UPDATE locks the conflicting row even when its WHERE is false): appenders of a
-    channel queue there. The second runs the append, prepared once per connection, since planning
-    it cost more than running it. It starts once the lock is granted, so its snapshot, taken when
-    it starts, sees every part id earlier lock holders committed: ``seen`` is exact, and a seen part
-    id makes it write nothing (the caller plans again without it).
+    channel queue there. The second runs the append. Both are prepared once per connection, since
+    parsing and planning them cost more than running them. The append starts once the lock is
+    granted, so its snapshot, taken when it starts, sees every part id earlier lock holders
+    committed: ``seen`` is exact, and a seen part id makes it write nothing (the caller plans
+    again without it).
 
     With ``guard_column`` (``friendly_id`` or ``external_id``, the column ``session_ref`` names) the
     append also reads that session with a shared lock, so a racing close commits after it, and
@@ -302,12 +312,12 @@ class _PgAppend:
     GUARD_PARAMETERS = (("environment_id", "text"), ("session_ref", "text"), ("active_at", "timestamp"))
 
     def __init__(self, guard_column: str | None = None) -> None:
-        self.name = f"sessions_channel_append_{guard_column or 'unguarded'}_v1"
+        self.name = f"sessions_channel_append_{guard_column or 'unguarded'}_v2"
         parameters = self.PARAMETERS + (self.GUARD_PARAMETERS if guard_column else ())
-        body = self._body(guard_column) % {name: f"${n}" for n, (name, _) in enumerate(parameters, 1)}
-        self.prepare = f"PREPARE {self.name} ({', '.join(kind for _, kind in parameters)}) AS {body}"
-        arguments = ", ".join(f"%({name})s" for name, _ in parameters)
-        self.run = f"{self._lock(guard_column)}; EXECUTE {self.name}({arguments})"
+        prepare_lock, run_lock = _prepared(f"{self.name}_lock", self._lock(guard_column), parameters)
+        prepare_append, run_append = _prepared(self.name, self._body(guard_column), parameters)
+        self.prepare = f"{prepare_lock}; {prepare_append}"
+        self.run = f"{run_lock}; {run_append}"
 
     @staticmethod
     def _session(guard_column: str, columns: str, *, is_open: bool = False) -> str:

@@ -315,4 +315,4 @@ def test_an_append_to_an_open_session_is_one_round_trip_commit_included(make_pg_
 
     assert seq == 1
     assert len(sent) == 1  # lock and append as one implicit transaction: no BEGIN, no COMMIT
-    assert sent[0].startswith("INSERT INTO channels") and "; EXECUTE " in sent[0]
+    assert sent[0].startswith("EXECUTE sessions_channel_append_") and sent[0].count("; EXECUTE ") == 1
