@@ -6,14 +6,15 @@ from gunicorn.workers.base import Worker
 
 bind = f"{os.environ.get('SESSIONS_HOST', '0.0.0.0')}:{os.environ.get('PORT', '3030')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gevent's pywsgi under gunicorn's process management (see the module).
+worker_class = "session_web.gunicorn_worker.Worker"
 # Each idle SSE subscriber holds one connection; the default of 1000 would queue the rest.
 worker_connections = int(os.environ.get("SESSIONS_WORKER_CONNECTIONS", "10000"))
 # Open streams end on shutdown instead of holding it for the default 30 s.
 graceful_timeout = int(os.environ.get("SESSIONS_GRACEFUL_TIMEOUT", "5"))
 timeout = 60
-keepalive = 5
-limit_request_field_size = 16384
+# Seconds a keep-alive connection may sit idle between requests.
+keepalive = int(os.environ.get("SESSIONS_KEEPALIVE", "5"))
 accesslog = None
 # No shared $HOME/.gunicorn/gunicorn.ctl: several servers on one machine would fight over it.
 control_socket_disable = True
