@@ -394,6 +394,17 @@ _PREPARED = "sessions_prepared_statements"
 
 _KEY: sa.BindParameter[str] = sa.bindparam("k")
 _TAIL = sa.select(channels.c.next_seq, channels.c.last_timestamp).where(channels.c.key == _KEY)
+_ROW_LIMIT: sa.BindParameter[int] = sa.bindparam("row_limit")
+# The first record at or after start_seq: an index lookup whatever the table's statistics say.
+_FIRST_FROM = (
+    sa.select(sa.func.min(channel_records.c.seq_num))
+    .where(channel_records.c.channel_key == _KEY, channel_records.c.seq_num >= sa.bindparam("start_seq"))
+    .scalar_subquery()
+)
+# A channel's seq_nums have no gap from its first kept record on, so the range from that record
+# holds the rows wanted. Bounding the range, not only the LIMIT, keeps a read at `row_limit` rows
+# in any plan: on a channel the statistics underestimate (a fresh table, a long channel among
+# many), PostgreSQL would otherwise fetch and sort the channel's whole remainder for each batch.
 _READ = (
     sa.select(
         channel_records.c.seq_num,
@@ -401,9 +412,13 @@ _READ = (
         channel_records.c.headers,
         channel_records.c.body,
     )
-    .where(channel_records.c.channel_key == _KEY, channel_records.c.seq_num >= sa.bindparam("start_seq"))
+    .where(
+        channel_records.c.channel_key == _KEY,
+        channel_records.c.seq_num >= _FIRST_FROM,
+        channel_records.c.seq_num < _FIRST_FROM + _ROW_LIMIT,
+    )
     .order_by(channel_records.c.seq_num)
-    .limit(sa.bindparam("row_limit"))
+    .limit(_ROW_LIMIT)
 )
 _RECORDS_FROM = _READ.subquery("r")
 # The tail and the records after a point in one statement, so in one snapshot and one round trip.
