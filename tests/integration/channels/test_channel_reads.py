@@ -1,8 +1,7 @@
 """Channel reads on SQLite and PostgreSQL: the tail read with the records, and records pages in batches."""
 
-import uuid
-
 import pytest
+import sqlalchemy as sa
 
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
@@ -11,19 +10,6 @@ from session_core.services.channels import read_batch, read_page
 from session_core.streams.store import NewRecord, StreamPosition
 
 NOW = 1_800_000_000_000
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def key():
-    return f"env/sessions/{uuid.uuid4()}/out"
 
 
 def fill(engine, key, bodies):
@@ -70,3 +56,31 @@ def test_a_page_stops_after_the_batch_that_reaches_its_size_bound(engine, key):
 
     assert len(read_page(reader(engine), key, 0, 4, 100, 35)) == 4
     assert len(read_page(reader(engine), key, 0, 4, 100, 45)) == 8
+
+
+def plan_nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+@pytest.mark.postgres
+def test_a_batch_fetches_no_more_rows_than_it_returns_without_statistics(make_pg_database, key):
+    """A never-analyzed table makes PostgreSQL guess a channel is tiny: a read bounded only by LIMIT
+    was then planned as a scan of the channel's whole remainder plus a sort, once per batch."""
+    engine = make_engine(make_pg_database())
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE channel_records SET (autovacuum_enabled = false)")
+    fill(engine, key, [str(n) for n in range(3000)])
+    sent = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2:4]))
+
+    records = read_batch(reader(engine), key, 100, 100).records
+    statement, parameters = sent[-1]
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar()
+
+    engine.dispose()
+    assert [r.seq_num for r in records] == list(range(100, 200))
+    assert max(node["Actual Rows"] for node in plan_nodes(plan[0]["Plan"])) <= 101

@@ -1,30 +1,15 @@
 """SqlChannelStore on real SQLite and PostgreSQL: seq_num order, de-duplication, reads, trims, rollback."""
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from session_core.db.engine import make_engine
-from session_core.db.tables import channel_parts, metadata
+from session_core.db.tables import channel_parts
 from session_core.errors import InvalidInput
 from session_core.streams.store import Append, NewRecord, SeqNumMismatch, SqlChannelStore, StreamPosition
 
 NOW = 1_800_000_000_000
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def key():
-    return f"env/sessions/{uuid.uuid4()}/out"
 
 
 def append(engine, key, *bodies, now_ms=NOW, **options):
@@ -271,6 +256,7 @@ def test_trim_deletes_below_a_seq_num_and_never_reuses_it(engine, key):
     assert ack.start.seq_num == 4
     assert [r.seq_num for r in read(engine, key)] == [3, 4]
     assert [r.seq_num for r in read(engine, key, start_seq=1)] == [3, 4]
+    assert [r.seq_num for r in read(engine, key, start_seq=0, limit=1)] == [3]
 
 
 def test_trim_past_the_tail_empties_the_channel_but_keeps_its_counter(engine, key):

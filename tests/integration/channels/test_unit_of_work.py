@@ -1,10 +1,9 @@
 """UnitOfWork on real SQLite and PostgreSQL: commit, roll back, and the pooled connection left clean.
 
-On PostgreSQL the transaction is run by hand (BEGIN sent with the first statement, autocommit
-otherwise), so these tests also pin that no connection goes back to the pool inside a transaction.
+On PostgreSQL, read-only and autocommit units of work switch the driver's connection to autocommit,
+so these tests also pin that every connection goes back to the pool outside a transaction and
+outside autocommit.
 """
-
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -13,19 +12,6 @@ from session_core.db.engine import make_engine
 from session_core.db.tables import channels, metadata
 from session_core.db.uow import UnitOfWork
 from session_core.streams.store import NewRecord
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def key():
-    return f"env/sessions/{uuid.uuid4()}/out"
 
 
 def tail(engine, key):
