@@ -27,6 +27,13 @@ from session_web.services import services
 
 bp = Blueprint("control", __name__, url_prefix="/api/v1/sessions")
 
+# Built once: a schema instance holds no per-request state for ``dump``, and building one (with its
+# nested schemas) costs more than dumping a session with it.
+_CREATED = CreatedSessionSchema()
+_DETAIL = SessionDetailSchema()
+_LIST = SessionListSchema()
+_END_AND_CONTINUE_RESULT = EndAndContinueResultSchema()
+
 
 def _dump(schema: Schema, value: object) -> dict[str, Any]:
     body: dict[str, Any] = schema.dump(value)
@@ -34,7 +41,7 @@ def _dump(schema: Schema, value: object) -> dict[str, Any]:
 
 
 def _dump_detail(session: Session) -> dict[str, Any]:
-    return _dump(SessionDetailSchema(), session)
+    return _dump(_DETAIL, session)
 
 
 @api_route(bp, "", methods=["POST"], body=CreateSessionSchema(), max_bytes=32 * KIB)
@@ -42,7 +49,7 @@ def create_session(principal: Principal, body: dict[str, Any]) -> tuple[dict[str
     s = services()
     created = service.create_session(s.uow(), s.launcher, principal, body, utcnow())
     payload = _dump(
-        CreatedSessionSchema(),
+        _CREATED,
         {
             **asdict(created.session),
             "run_id": created.run_id,
@@ -61,7 +68,7 @@ def list_sessions(principal: Principal) -> dict[str, Any]:
     page = service.list_sessions(s.read_uow, s.lister, principal, filters, page_size, after, before, now)
     pagination = {"next": page.next_cursor, "previous": page.previous_cursor}
     return _dump(
-        SessionListSchema(),
+        _LIST,
         {"data": page.sessions, "pagination": {k: v for k, v in pagination.items() if v is not None}},
     )
 
@@ -95,4 +102,4 @@ def end_and_continue(principal: Principal, body: dict[str, Any], session_ref: st
     run_id, swapped = service.end_and_continue(
         s.uow(), s.launcher, principal, session_ref, body.get("calling_run_id"), body["reason"], utcnow()
     )
-    return _dump(EndAndContinueResultSchema(), {"run_id": run_id, "swapped": swapped})
+    return _dump(_END_AND_CONTINUE_RESULT, {"run_id": run_id, "swapped": swapped})
