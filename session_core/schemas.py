@@ -271,12 +271,15 @@ class ListSessionsQuerySchema(Base):
             raise ValidationError(f"Unknown status {unknown[0]!r}; use ACTIVE, CLOSED or EXPIRED.")
 
 
+_LIST_QUERY = ListSessionsQuerySchema()
+
+
 def load_list_query(
     args: Mapping[str, str], now: datetime
 ) -> tuple[SessionFilters, int, str | None, str | None]:
     """Parse the list endpoint's query into filters, page size and the two cursors."""
     try:
-        q = ListSessionsQuerySchema().load(dict(args))
+        q = _LIST_QUERY.load(dict(args))
     except ValidationError as exc:
         details = _flatten(exc.normalized_messages())  # type: ignore[no-untyped-call]
         summary = "; ".join(f"{'.'.join(d['path'])}: {d['message']}" for d in details[:5])
