@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--fanout-appends", type=int, default=d.fanout_appends)
     p.add_argument(
+        "--fanout-min-deliveries",
+        type=int,
+        default=d.fanout_min_deliveries,
+        help="small fan-outs append until this many deliveries",
+    )
+    p.add_argument(
         "--fanout-interval",
         type=float,
         default=d.fanout_interval,
@@ -96,12 +102,14 @@ def make_config(args: argparse.Namespace) -> Config:
         fill_seconds=args.fill_seconds,
         subscribers=tuple(int(s) for s in args.subscribers.split(",") if s),
         fanout_appends=args.fanout_appends,
+        fanout_min_deliveries=args.fanout_min_deliveries,
         fanout_interval=args.fanout_interval,
         fanout_seconds=args.fanout_seconds,
         catchup_repeats=args.catchup_repeats,
     )
     if args.quick:
         cfg.latency_appends, cfg.records, cfg.subscribers, cfg.fanout_appends = 100, 500, (1, 10), 10
+        cfg.fanout_min_deliveries = 10
         cfg.throughput_seconds = 2.0
         cfg.catchup_repeats = 1
     return cfg

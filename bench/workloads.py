@@ -35,6 +35,9 @@ class Config:
     fill_seconds: float = 60.0
     subscribers: tuple[int, ...] = (1, 100, 1000)
     fanout_appends: int = 30
+    #: A cell with few subscribers appends more, up to this many deliveries: 30 samples of one
+    #: subscriber make a p50 that one scheduling hiccup moves.
+    fanout_min_deliveries: int = 300
     fanout_interval: float = 0.01
     connect_seconds: float = 60.0
     settle_seconds: float = 0.5
@@ -112,11 +115,12 @@ async def fanout(target: Target, name: str, subscribers: int, cfg: Config) -> di
     An open loop at a fixed rate would measure the backlog of whichever side saturates first (this
     single-process client included) rather than the latency of one fan-out.
     """
+    appends = max(cfg.fanout_appends, -(-cfg.fanout_min_deliveries // subscribers))
     sent: dict[int, float] = {}
     samples: list[float] = []
     got = [0] * subscribers
     arrived: dict[int, int] = {}
-    complete = {n: asyncio.Event() for n in range(cfg.fanout_appends)}
+    complete = {n: asyncio.Event() for n in range(appends)}
     opened = 0
     all_open = asyncio.Event()
     gate = asyncio.Semaphore(100)  # node's default listen backlog is 511: don't SYN-flood it
@@ -140,7 +144,7 @@ async def fanout(target: Target, name: str, subscribers: int, cfg: Config) -> di
                         arrived[n] = arrived.get(n, 0) + 1
                         if arrived[n] == subscribers:
                             complete[n].set()
-                if got[i] >= cfg.fanout_appends:
+                if got[i] >= appends:
                     return
         finally:
             response.close()
@@ -156,7 +160,7 @@ async def fanout(target: Target, name: str, subscribers: int, cfg: Config) -> di
             append_latencies: list[float] = []
             stalls = 0
             deadline = time.perf_counter() + cfg.fanout_seconds
-            for n in range(cfg.fanout_appends):
+            for n in range(appends):
                 if time.perf_counter() > deadline:
                     break
                 sent[n] = time.perf_counter()
