@@ -10,16 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
 
 from session_core.models import ChannelRecord
-from session_core.services.channels import ReadBatch, read_batch
+from session_core.services.channels import read_batch
 from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
-from session_core.streams.store import StreamPosition
+from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
 from session_web.services import Services
 
@@ -74,28 +75,23 @@ def error_event(message: str) -> str:
     return event("error", message)
 
 
-@dataclass(frozen=True)
-class SharedBatch(ReadBatch):
-    """A batch that every reader woken by the same append gets (``Services.reads``), with its
-    encodings kept: a thousand readers taking the whole batch encode it once, not once each."""
-
-    encodings: dict[bool, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
+#: Each batch's ``batch`` event data and metered bytes, by ``is_base64``. Readers woken by one
+#: append share one batch (the records it wrote, or ``Services.reads``): a thousand readers taking
+#: the whole batch encode it once, not once each.
+_ENCODINGS: weakref.WeakKeyDictionary[ReadBatch, dict[bool, tuple[str, int]]] = weakref.WeakKeyDictionary()
 
 
 def _batch_data(batch: ReadBatch, records: list[ChannelRecord], is_base64: bool) -> tuple[str, int]:
     """The ``batch`` event's data for ``records`` (a prefix of ``batch.records``) and their metered
-    bytes; worked out once per ``SharedBatch`` when the prefix is the whole batch."""
-    shared = batch if isinstance(batch, SharedBatch) and len(records) == len(batch.records) else None
-    if shared is not None and is_base64 in shared.encodings:
-        return shared.encodings[is_base64]
-    payload = {
-        "records": [record_json(r, is_base64=is_base64) for r in records],
-        "tail": position_json(batch.tail),
-    }
-    encoded = _json(payload), sum(metered_bytes(record) for record in records)
-    if shared is not None:
-        shared.encodings[is_base64] = encoded
-    return encoded
+    bytes; worked out once per batch when the prefix is the whole batch."""
+    encodings = _ENCODINGS.setdefault(batch, {}) if len(records) == len(batch.records) else {}
+    if is_base64 not in encodings:
+        payload = {
+            "records": [record_json(r, is_base64=is_base64) for r in records],
+            "tail": position_json(batch.tail),
+        }
+        encodings[is_base64] = _json(payload), sum(metered_bytes(record) for record in records)
+    return encodings[is_base64]
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ def tail_events(
         last_event_at = clock()
         idle_until = last_event_at + options.wait_seconds
         while not hub.is_closed:
-            batch = fetch(next_seq)
+            batch = subscription.take_written(next_seq) or fetch(next_seq)
             records, is_done = clip_records(batch.records, options.limits, counted, metered)
             if records:
                 data, size = _batch_data(batch, records, options.is_base64)
@@ -165,12 +161,8 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     """Tail channel ``key``; each read is one short unit of work, shared by readers asking the same."""
     batch_size = s.settings.read_batch_limit
 
-    def read(seq: int) -> SharedBatch:
-        batch = read_batch(s.read_uow(), key, seq, batch_size)
-        return SharedBatch(batch.records, batch.tail)
-
     def fetch(seq: int) -> ReadBatch:
-        return s.reads.do((key, seq, batch_size), lambda: read(seq))
+        return s.reads.do((key, seq, batch_size), lambda: read_batch(s.read_uow(), key, seq, batch_size))
 
     return tail_events(fetch, s.hub, key, start_seq, options)
 

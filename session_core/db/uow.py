@@ -17,7 +17,7 @@ from session_core.repositories.sql import (
     SqlSessionRepository,
     SqlSessionRunRepository,
 )
-from session_core.streams.store import SqlChannelStore
+from session_core.streams.store import ReadBatch, SqlChannelStore
 from session_core.streams.wakeups import WakeupHub
 
 
@@ -98,10 +98,10 @@ class UnitOfWork:
         """Run ``callback`` once this transaction has committed."""
         self._after_commit.append(callback)
 
-    def _wake_readers_after_commit(self, key: str, tail: int) -> None:
+    def _wake_readers_after_commit(self, key: str, written: ReadBatch) -> None:
         hub = self._hub
         if hub is not None:
-            self.on_commit(lambda: hub.publish(key, tail))
+            self.on_commit(lambda: hub.publish(key, written.tail.seq_num, written))
 
     def commit(self) -> None:
         self._tx.commit()

@@ -37,7 +37,7 @@ from session_core.streams.store import (
     AppendAck,
     NewRecord,
     OpenSession,
-    StreamPosition,
+    ReadBatch,
     channel_key,
     stream_name,
 )
@@ -53,14 +53,6 @@ LEGACY_TURN_COMPLETE = "trigger:turn-complete"
 #: How far back from the tail a settled peek looks for the last non-command record.
 SETTLED_PEEK_RECORDS = 16
 _PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
-
-
-@dataclass(frozen=True)
-class ReadBatch:
-    """Records read from a channel and its tail, which is never behind the last record returned."""
-
-    records: list[ChannelRecord]
-    tail: StreamPosition
 
 
 def epoch_ms(moment: datetime) -> int:

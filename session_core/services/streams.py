@@ -15,8 +15,8 @@ from session_core.db.uow import UnitOfWork
 from session_core.errors import InvalidInput, SessionsError, VersionMismatch
 from session_core.models import ChannelRecord
 from session_core.scopes import Principal
-from session_core.services.channels import ReadBatch, authorize_stream, read_batch
-from session_core.streams.store import AppendAck, NewRecord, StreamPosition
+from session_core.services.channels import authorize_stream, read_batch
+from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
 
 

@@ -16,7 +16,8 @@ getting its own ack. A group:
 3. checks ``match_seq_num`` (S2's optimistic append);
 4. moves the counter, inserts the records and remembers the part ids;
 5. announces the new tail: ``pg_notify`` on PostgreSQL (delivered on commit to every process) and
-   the ``on_appended`` callback, which the unit of work turns into an in-process wake-up.
+   the ``on_appended`` callback with the records written, which the unit of work turns into an
+   in-process wake-up that spares this process's readers a read.
 
 ``append_while_open`` also reads the session the channel belongs to, with a shared lock, and
 writes only while it is open (``OpenSession``). On PostgreSQL all of it is one round trip
@@ -106,6 +107,18 @@ class StreamPosition:
 
     seq_num: int
     timestamp: int
+
+
+@dataclass(frozen=True, eq=False)
+class ReadBatch:
+    """Records of a channel and its tail, which is never behind the last record.
+
+    Compared by identity: one batch is handed to every reader that wants it, and they cache what
+    they derive from it (its SSE encoding) by the batch.
+    """
+
+    records: list[ChannelRecord]
+    tail: StreamPosition
 
 
 @dataclass(frozen=True)
@@ -490,12 +503,15 @@ def _headers(stored: list[list[str]] | str | None) -> list[list[str]]:
 class SqlChannelStore:
     """``StreamStore`` over the ``channels``, ``channel_records`` and ``channel_parts`` tables.
 
-    It runs on the caller's connection and transaction and never commits. ``on_appended(key, tail)``
-    is called inside the transaction after each append that wrote records. Statements are built
+    It runs on the caller's connection and transaction and never commits. ``on_appended(key, batch)``
+    is called inside the transaction after each append that wrote records, with those records and
+    the tail after them, exactly as a read would return them once committed. Statements are built
     once, at import: building and cache-keying them per call cost more CPU than running them.
     """
 
-    def __init__(self, conn: sa.Connection, on_appended: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, conn: sa.Connection, on_appended: Callable[[str, ReadBatch], None] | None = None
+    ) -> None:
         self._conn = conn
         self._on_appended = on_appended
         self._is_postgres = conn.dialect.name == "postgresql"
@@ -651,8 +667,8 @@ class SqlChannelStore:
             if row.is_sweep_due:
                 self._conn.execute(_SWEEP, {"k": key, "expired_before": now_ms - ttl_ms})
             tail = StreamPosition(row.tail_seq, row.tail_timestamp)
-            self._announce(key, tail.seq_num)
             stamps = [max(row.previous, stamp) for stamp in wanted]
+            self._announce(key, row.start_seq, plan.records, stamps, tail)
             return plan.acks(appends, row.start_seq, stamps, tail, now_ms), row
 
     def _append_sqlite(
@@ -715,12 +731,18 @@ class SqlChannelStore:
                     for part, offset in plan.new_parts
                 ],
             )
-        self._announce(key, tail.seq_num)
+        self._announce(key, next_seq, plan.records, stamps, tail)
         return plan.acks(appends, next_seq, stamps, tail, now_ms)
 
-    def _announce(self, key: str, tail: int) -> None:
+    def _announce(
+        self, key: str, start_seq: int, records: list[NewRecord], stamps: list[int], tail: StreamPosition
+    ) -> None:
         if self._on_appended is not None:
-            self._on_appended(key, tail)
+            written = [
+                ChannelRecord(start_seq + offset, stamp, record.body, record.headers)
+                for offset, (record, stamp) in enumerate(zip(records, stamps, strict=True))
+            ]
+            self._on_appended(key, ReadBatch(written, tail))
 
     def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]:
         """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order."""

@@ -1,7 +1,8 @@
 """Live-tail wake-ups: an in-process hub, and the feeds that fill it with other processes' appends.
 
 A live reader subscribes to a channel, reads what is there in a short transaction, then waits on
-its subscription holding no database connection. Wake-ups reach the hub three ways::
+its subscription holding no database connection. Wake-ups reach the hub three ways (an append in
+this process also hands over the records it wrote, so readers at the tail need not read them)::
 
     append in this process ── UnitOfWork.on_commit ─────────────┐
     append anywhere ── pg_notify ── PgTailListener (LISTEN) ─────┼──> WakeupHub ──> Subscription.wait
@@ -21,9 +22,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from session_core.streams.store import ReadBatch
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Subscription:
         self._hub = hub
         self._known_tail = -1
         self._is_poked = False
+        self._written: ReadBatch | None = None
         self._event = threading.Event()
 
     def __enter__(self) -> Subscription:
@@ -97,8 +102,19 @@ class Subscription:
                 return False
             self._event.wait(remaining)
 
-    def _deliver(self, tail: int | None) -> None:
-        """Record a new tail, or with None a poke; only the hub calls this, under its lock."""
+    def take_written(self, start_seq: int) -> ReadBatch | None:
+        """The records this process last appended, if they are what a read from ``start_seq``
+        would return now: they start there and reach the newest tail known. Else None: read."""
+        written, self._written = self._written, None
+        if written is None or not written.records or written.records[0].seq_num != start_seq:
+            return None
+        return written if written.tail.seq_num >= self._known_tail else None
+
+    def _deliver(self, tail: int | None, written: ReadBatch | None = None) -> None:
+        """Record a new tail, or with None a poke, and the records written up to the tail if this
+        process appended them; only the hub calls this, under its lock."""
+        if written is not None and tail is not None and tail >= self._known_tail:
+            self._written = written  # also when a NOTIFY of the same append announced its tail first
         if tail is None:
             self._is_poked = True
         elif tail > self._known_tail:
@@ -134,11 +150,12 @@ class WakeupHub:
             self._subscriptions.setdefault(key, set()).add(subscription)
         return subscription
 
-    def publish(self, key: str, tail: int) -> None:
-        """Wake the subscriptions of ``key`` that have not yet seen ``tail``."""
+    def publish(self, key: str, tail: int, written: ReadBatch | None = None) -> None:
+        """Wake the subscriptions of ``key`` that have not yet seen ``tail``; ``written`` is the
+        batch of records this process appended up to ``tail``, shared by every reader that takes it."""
         with self._lock:
             for subscription in self._subscriptions.get(key, ()):
-                subscription._deliver(tail)
+                subscription._deliver(tail, written)
 
     def poke_all(self) -> None:
         """Make every subscription read again: a feed may have missed announcements."""

@@ -3,11 +3,11 @@
 import json
 
 from session_core.models import ChannelRecord
-from session_core.services.channels import ReadBatch
 from session_core.services.streams import ReadLimits, clip_records, metered_bytes
-from session_core.streams.store import StreamPosition
+from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
-from session_web.sse import SharedBatch, TailOptions, event, record_json, tail_events
+from session_web import sse
+from session_web.sse import TailOptions, event, record_json, tail_events
 
 
 class Channel:
@@ -135,6 +135,52 @@ def test_a_published_append_is_delivered_live():
     assert batch_seqs([next(events)]) == [[1]]
 
 
+def written_batch(channel):
+    """What the store hands the hub for the channel's last record: that record and the tail."""
+    return ReadBatch([channel.records[-1]], StreamPosition(channel.next_seq, channel.records[-1].timestamp))
+
+
+def test_records_appended_in_this_process_are_delivered_without_a_read():
+    channel, hub = Channel("a"), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15))
+    assert names([next(events), next(events)]) == ["ping", "batch"]
+
+    channel.add("b")
+    hub.publish("k", channel.next_seq, written_batch(channel))
+
+    assert batch_seqs([next(events)]) == [[1]]
+    assert channel.reads == [0]
+
+
+def test_written_records_that_do_not_follow_on_are_read_instead():
+    channel, hub = Channel("a"), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15))
+    assert names([next(events), next(events)]) == ["ping", "batch"]
+
+    channel.add("b")  # appended elsewhere: only its tail is announced
+    hub.publish("k", channel.next_seq)
+    channel.add("c")
+    hub.publish("k", channel.next_seq, written_batch(channel))
+
+    assert batch_seqs([next(events)]) == [[1, 2]]
+    assert channel.reads == [0, 1]
+
+
+def test_written_records_behind_a_newer_tail_are_read_instead():
+    channel, hub = Channel("a"), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15))
+    assert names([next(events), next(events)]) == ["ping", "batch"]
+
+    channel.add("b")
+    written = written_batch(channel)
+    channel.add("c")  # appended elsewhere, announced before this process's own wake-up
+    hub.publish("k", channel.next_seq)
+    hub.publish("k", written.tail.seq_num, written)
+
+    assert batch_seqs([next(events)]) == [[1, 2]]
+    assert channel.reads == [0, 1]
+
+
 def test_a_count_limit_ends_the_read():
     channel = Channel("a", "b", "c")
 
@@ -164,18 +210,20 @@ def test_a_reader_that_goes_away_unsubscribes():
     assert hub.subscribed_keys() == []
 
 
-def test_readers_of_one_shared_batch_encode_it_once_and_a_limited_reader_encodes_its_own():
-    shared = SharedBatch([ChannelRecord(0, 1, "a"), ChannelRecord(1, 2, "b")], StreamPosition(2, 2))
+def test_readers_of_one_shared_batch_encode_it_once_and_a_limited_reader_encodes_its_own(monkeypatch):
+    shared = ReadBatch([ChannelRecord(0, 1, "a"), ChannelRecord(1, 2, "b")], StreamPosition(2, 2))
     options = TailOptions(0, 15)
+    encoded = []
+    monkeypatch.setattr(sse, "_json", lambda value: encoded.append(value) or json.dumps(value))
 
     first = list(tail_events(lambda seq: shared, WakeupHub(), "k", 0, options))
-    cached = dict(shared.encodings)
     second = list(tail_events(lambda seq: shared, WakeupHub(), "k", 0, options))
     limited = list(
         tail_events(lambda seq: shared, WakeupHub(), "k", 0, TailOptions(0, 15, ReadLimits(count=1)))
     )
 
-    assert first[1:] == second[1:]  # after the ping: the same batch event, from the one encoding
-    assert shared.encodings == cached and list(cached) == [False]
+    batches = [value for value in encoded if "records" in value]
+    assert first[1:] == second[1:]  # after the ping: the same batch event
+    assert [[r["seq_num"] for r in value["records"]] for value in batches] == [[0, 1], [0]]
     assert batch_seqs(first) == [[0, 1]]
     assert batch_seqs(limited) == [[0]]

@@ -281,7 +281,24 @@ def test_a_rolled_back_append_leaves_nothing(engine, key):
     assert tail(engine, key) == StreamPosition(0, 0)
     assert read(engine, key) == []
     assert not append(engine, key, "b", part_id="p").is_duplicate
-    assert announced == [(key, 1)]  # announced inside the transaction; acting on it waits for commit
+    assert [(k, batch.tail.seq_num) for k, batch in announced] == [(key, 1)]  # acting on it waits for commit
+
+
+def test_the_records_announced_are_the_records_a_read_returns(engine, key):
+    announced = []
+    append(engine, key, "a")
+    with engine.begin() as conn:
+        store = SqlChannelStore(conn, on_appended=lambda _key, batch: announced.append(batch))
+        store.append(
+            key,
+            [NewRecord("b", [["trigger-control", "turn-complete"]], timestamp=NOW - 5), NewRecord("c")],
+            now_ms=NOW + 7,
+        )
+    with engine.begin() as conn:
+        records, tail_now = SqlChannelStore(conn).read_with_tail(key, 1, 10)
+
+    assert announced[0].records == records
+    assert announced[0].tail == tail_now == StreamPosition(3, NOW + 7)
 
 
 def test_the_tail_of_a_new_channel_is_zero(engine):
