@@ -35,7 +35,10 @@ MAX_PART_ID_LENGTH = 256
 #: them a request per batch.
 RECORDS_PAGE_BATCHES = 10
 RECORDS_PAGE_CHARS = 4 * 1024 * 1024
-_DIGITS = re.compile(r"\d+")
+#: A seq_num as a client sends it: ASCII digits, few enough for a 64-bit integer.
+_DIGITS = re.compile(r"[0-9]{1,19}")
+#: What an HTTP header value carries as it is: printable Latin-1, no line breaks or controls.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\xa0-\xff]*")
 
 
 def parse_io(value: str) -> Io:
@@ -102,6 +105,12 @@ def initialize_channel(
 ) -> tuple[dict[str, str], int, dict[str, str]]:
     s = services()
     grant = service.initialize_channel(s.uow(), principal, session_ref, parse_io(io), utcnow())
+    if not _HEADER_VALUE.fullmatch(grant.stream_name):
+        raise BadRequest(
+            "This session's externalId holds characters an HTTP header cannot carry (line breaks,"
+            " control characters or characters past U+00FF), so X-S2-Stream-Name cannot name its"
+            " channel; append with POST …/append instead"
+        )
     endpoint = (s.settings.public_url or request.host_url).rstrip("/") + S2_PATH
     headers = {
         "X-S2-Access-Token": grant.access_token,

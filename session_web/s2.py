@@ -10,8 +10,8 @@ command) arrives as protobuf (``s2_proto``). Binary bodies other than trim comma
 from __future__ import annotations
 
 import base64
-import binascii
 import math
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -21,7 +21,7 @@ from session_core.models import ChannelRecord, utcnow
 from session_core.scopes import Principal
 from session_core.services import streams as service
 from session_core.services.channels import epoch_ms
-from session_core.streams.store import NewRecord, SeqNumMismatch
+from session_core.streams.store import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_web import s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
 from session_web.services import services
@@ -33,6 +33,8 @@ MAX_BATCH_METERED_BYTES = 1024 * 1024
 MAX_APPEND_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_READ_COUNT = 1000
 MAX_UNARY_WAIT_SECONDS = 60
+#: ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses), and few enough for ``int``.
+_QUERY_INT = re.compile(r"[0-9]{1,19}")
 
 
 def _is_base64() -> bool:
@@ -44,7 +46,7 @@ def _raw(value: Any, is_base64: bool, what: str) -> bytes:
         raise InvalidInput(f"{what} must be a string")
     try:
         return base64.b64decode(value, validate=True) if is_base64 else value.encode("utf-8")
-    except (binascii.Error, UnicodeEncodeError):
+    except ValueError:  # binascii.Error, a non-ASCII base64 string, an unpaired surrogate
         raise InvalidInput(f"{what} must be {'base64' if is_base64 else 'UTF-8 text'}") from None
 
 
@@ -112,8 +114,8 @@ def _query_int(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer")
+    if not _QUERY_INT.fullmatch(raw) or int(raw) > MAX_POSITION:
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_POSITION}")
     return int(raw)
 
 

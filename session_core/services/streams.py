@@ -16,7 +16,7 @@ from session_core.errors import InvalidInput, SessionsError, VersionMismatch
 from session_core.models import ChannelRecord
 from session_core.scopes import Principal
 from session_core.services.channels import authorize_stream, read_batch
-from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition
+from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition, is_storable_key
 from session_core.streams.wakeups import WakeupHub
 
 
@@ -129,9 +129,13 @@ def stream_key(principal: Principal, name: str) -> str:
     """The store key of stream ``name`` in the caller's environment, once the caller may use it.
 
     :raise Forbidden: a token minted for another stream, or for no stream at all.
+    :raise InvalidInput: a name no store could hold (too long, NUL, an unpaired surrogate).
     """
     authorize_stream(principal, name)
-    return f"{principal.environment.id}/{name}"
+    key = f"{principal.environment.id}/{name}"
+    if not is_storable_key(key):
+        raise InvalidInput("Stream name is too long or holds characters that cannot be stored")
+    return key
 
 
 def append_to_stream(

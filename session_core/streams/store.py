@@ -47,6 +47,8 @@ from session_core.text import is_storable
 DEFAULT_PART_ID_TTL_MS = 5 * 60 * 1000
 # PostgreSQL's btree entries stop near 2,700 bytes; an externalId (at most 256 chars) stays far below.
 MAX_KEY_BYTES = 2048
+#: seq_nums and timestamps are 64-bit integers in every backend; positions past it hold nothing.
+MAX_POSITION = 2**63 - 1
 
 
 def stream_name(addressing_key: str, io: Io) -> str:
@@ -211,13 +213,21 @@ def assign_timestamps(records: Sequence[NewRecord], previous: int, now_ms: int) 
     return [max(previous, wanted) for wanted in wanted_timestamps(records, now_ms)]
 
 
-def validate_append(key: str, records: Sequence[NewRecord]) -> None:
+def is_storable_key(key: str) -> bool:
+    """Whether every backend can hold (and so look up) channel key ``key``."""
+    return len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES and is_storable(key)
+
+
+def validate_append(key: str, append: Append) -> None:
     """Refuse an append every backend cannot store alike: no records, NUL, lone surrogates, huge keys.
 
     :raise InvalidInput: naming the first offending record, so the client gets a 4xx, never a 500.
     """
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES or not is_storable(key):
+    if not is_storable_key(key):
         raise InvalidInput("Channel name is too long or holds characters that cannot be stored")
+    if append.part_id is not None and not is_storable(append.part_id):
+        raise InvalidInput("The part id holds a NUL character or an unpaired surrogate")
+    records = append.records
     if not records:
         raise InvalidInput("An append needs at least one record")
     for index, record in enumerate(records):
@@ -489,6 +499,12 @@ _SQLITE_REMEMBER = _sqlite_remember.on_conflict_do_update(
 )
 
 
+def _bounded(position: int) -> int:
+    """A seq_num or timestamp a caller asked about, within what a 64-bit column holds (SQLite
+    refuses a larger parameter; nothing is stored past it, so reads there find nothing)."""
+    return min(position, MAX_POSITION)
+
+
 def _headers(stored: list[list[str]] | str | None) -> list[list[str]]:
     """A record's headers as the driver hands them over: a list (psycopg2 decodes JSONB), JSON text
     (SQLite), or NULL for none."""
@@ -572,7 +588,7 @@ class SqlChannelStore:
         """
         key = channel_key(session.environment_id, session.addressing_key, io)
         for item in appends:
-            validate_append(key, item.records)
+            validate_append(key, item)
         if self._is_postgres:
             acks, row = self._append_postgres(key, appends, now_ms, part_id_ttl_ms, None, session)
             return GuardedAppend(None if row.id is None else session_from_columns(row._mapping), acks)
@@ -586,7 +602,7 @@ class SqlChannelStore:
         self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
     ) -> list[AppendAck]:
         for item in appends:
-            validate_append(key, item.records)
+            validate_append(key, item)
         if self._is_postgres:
             return cast(
                 list[AppendAck], self._append_postgres(key, appends, now_ms, ttl_ms, match_seq_num)[0]
@@ -746,7 +762,7 @@ class SqlChannelStore:
 
     def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]:
         """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order."""
-        rows = self._driver_rows(_READ, {"k": key, "start_seq": start_seq, "row_limit": limit})
+        rows = self._driver_rows(_READ, {"k": key, "start_seq": _bounded(start_seq), "row_limit": limit})
         return [
             ChannelRecord(seq_num, timestamp, body, _headers(headers))
             for seq_num, timestamp, headers, body in rows
@@ -756,7 +772,8 @@ class SqlChannelStore:
         self, key: str, start_seq: int, limit: int
     ) -> tuple[list[ChannelRecord], StreamPosition]:
         """``read`` and ``tail`` at once, seen from one snapshot: the tail is past every record returned."""
-        rows = self._driver_rows(_READ_WITH_TAIL, {"k": key, "start_seq": start_seq, "row_limit": limit})
+        parameters = {"k": key, "start_seq": _bounded(start_seq), "row_limit": limit}
+        rows = self._driver_rows(_READ_WITH_TAIL, parameters)
         if not rows:
             return [], StreamPosition(0, 0)
         records = [
@@ -785,9 +802,9 @@ class SqlChannelStore:
 
         Timestamps never decrease along a channel, so this is where a read "from a time" starts.
         """
-        found = self._conn.execute(_FIRST_AT, {"k": key, "at": timestamp}).scalar()
+        found = self._conn.execute(_FIRST_AT, {"k": key, "at": _bounded(timestamp)}).scalar()
         return self.tail(key).seq_num if found is None else int(found)
 
     def trim(self, key: str, before_seq: int) -> None:
         """Delete the records of ``key`` below ``before_seq``; their seq_nums are never handed out again."""
-        self._conn.execute(_TRIM, {"k": key, "before_seq": before_seq})
+        self._conn.execute(_TRIM, {"k": key, "before_seq": _bounded(before_seq)})

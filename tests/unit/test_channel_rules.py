@@ -5,6 +5,7 @@ import pytest
 from session_core.errors import InvalidInput
 from session_core.streams.store import (
     MAX_KEY_BYTES,
+    Append,
     NewRecord,
     assign_timestamps,
     channel_key,
@@ -41,7 +42,7 @@ def test_timestamps_never_decrease():
 
 def test_an_append_needs_a_record():
     with pytest.raises(InvalidInput):
-        validate_append("k", [])
+        validate_append("k", Append([]))
 
 
 @pytest.mark.parametrize(
@@ -55,13 +56,19 @@ def test_an_append_needs_a_record():
 )
 def test_text_postgres_cannot_store_is_refused(record):
     with pytest.raises(InvalidInput, match="Record 0"):
-        validate_append("k", [record])
+        validate_append("k", Append([record]))
 
 
 def test_unicode_and_empty_bodies_are_accepted():
-    validate_append("k", [NewRecord("héllo ✓ 🚀"), NewRecord("", headers=[["", "trim"]])])
+    validate_append("k", Append([NewRecord("héllo ✓ 🚀"), NewRecord("", headers=[["", "trim"]])], "pärt ✓"))
 
 
 def test_a_huge_channel_key_is_refused():
     with pytest.raises(InvalidInput):
-        validate_append("k" * (MAX_KEY_BYTES + 1), [NewRecord("a")])
+        validate_append("k" * (MAX_KEY_BYTES + 1), Append([NewRecord("a")]))
+
+
+@pytest.mark.parametrize("part_id", ["a\x00b", "\ud800"])
+def test_a_part_id_postgres_cannot_store_is_refused(part_id):
+    with pytest.raises(InvalidInput, match="part id"):
+        validate_append("k", Append([NewRecord("a")], part_id))
