@@ -1,33 +1,66 @@
-"""The gunicorn worker: gevent's own WSGI server (pywsgi), which closes idle keep-alive connections.
+"""The gunicorn worker: gevent's own WSGI server (pywsgi), held to timeouts and strict framing.
 
 pywsgi parses requests in less Python than gunicorn's gevent worker (a third less CPU per append
-in ``bench/``), but waits for a connection's next request forever; gunicorn's worker gives up
-after ``keepalive`` seconds. This worker does the same, so idle clients cannot pile up.
+in ``bench/``), but as it comes it waits for a slow or silent client forever, and it accepts
+message framing that a proxy in front could read differently (RFC 9112 §6). This worker:
+
+- closes a keep-alive connection idle for ``keepalive`` seconds between requests, as gunicorn's
+  own worker does;
+- drops a client that makes no progress for ``SESSIONS_CLIENT_TIMEOUT`` seconds (default 30)
+  while sending its headers or body, or while receiving the response, so stalled clients cannot
+  pile up (a live read waiting for records sends nothing and is not affected);
+- answers 400, and closes, a header block holding a line that is no header, a ``Content-Length``
+  that is not digits or is given twice differently, or one beside ``Transfer-Encoding``.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from typing import Any
+
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
+_DIGITS = re.compile(r"[0-9]+")
 
-class KeepaliveHandler(PyWSGIHandler):  # type: ignore[misc]
-    """Waits ``idle_seconds`` for a request line, then closes the connection."""
 
+def framing_problem(headers: Any) -> str | None:
+    """Why a parsed header block cannot be trusted to frame its request, or None if it can."""
+    if headers.defects:  # e.g. a line without a colon, where the email parser stops reading headers
+        return "Malformed header block"
+    lengths = [value.strip() for value in headers.get_all("Content-Length") or []]
+    if not lengths:
+        return None
+    if len(set(lengths)) > 1 or not all(_DIGITS.fullmatch(value) for value in lengths):
+        return "Invalid Content-Length"
+    if headers.get("Transfer-Encoding") is not None:
+        return "Both Content-Length and Transfer-Encoding"
+    return None
+
+
+class Handler(PyWSGIHandler):  # type: ignore[misc]
     idle_seconds: float | None = None
+    client_seconds: float | None = None
 
-    def read_requestline(self) -> bytes:
-        # A timeout here is a socket error, on which pywsgi closes the connection quietly.
+    def read_requestline(self) -> str:
+        # A timeout is a socket error here: pywsgi then closes the connection quietly.
         self.socket.settimeout(self.idle_seconds)
-        try:
-            line: bytes = super().read_requestline()
-        finally:
-            self.socket.settimeout(None)
+        line: str = super().read_requestline()
+        self.socket.settimeout(self.client_seconds)
         return line
+
+    def MessageClass(self, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
+        headers = super().MessageClass(*args)
+        problem = framing_problem(headers)
+        if problem and not headers.status:
+            headers.status = problem  # pywsgi answers 400 and closes on a header block with a status
+        return headers
 
 
 class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
-    wsgi_handler = KeepaliveHandler
+    wsgi_handler = Handler
 
     def init_process(self) -> None:
-        KeepaliveHandler.idle_seconds = self.cfg.keepalive or None
+        Handler.idle_seconds = self.cfg.keepalive or None
+        Handler.client_seconds = float(os.environ.get("SESSIONS_CLIENT_TIMEOUT", "30")) or None
         super().init_process()
