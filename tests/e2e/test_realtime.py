@@ -142,6 +142,34 @@ def test_a_resumed_subscriber_gets_every_record_once_while_writers_append(api):
     ]
 
 
+def test_a_reader_on_another_server_gets_every_record_once_and_resumes_on_the_first(
+    database_url, server, api
+):
+    """Two servers on one database: records appended through one reach a live reader of the other
+    (the wake-up crosses processes: LISTEN/NOTIFY, or SQLite's data_version), and that reader,
+    cut and resumed with Last-Event-ID on the first server, misses and repeats nothing."""
+    ref = api.create()["id"]
+    total, cut_after = 40, 15
+    with LiveServer(database_url, workers=1) as other:
+        elsewhere = Api(other.base_url, api.auth["Authorization"].removeprefix("Bearer "))
+        writer = threading.Thread(target=lambda: [api.append(ref, "out", f'"{n}"') for n in range(total)])
+        writer.start()
+        before = elsewhere.subscribe(
+            ref, "out", stop_after_records=cut_after, headers={"Timeout-Seconds": "30"}
+        )
+        last = before.records[cut_after - 1]["seq_num"]
+        after = api.subscribe(
+            ref,
+            "out",
+            stop_after_records=total - cut_after,
+            headers={"Last-Event-ID": str(last), "Timeout-Seconds": "30"},
+        )
+        writer.join(30)
+
+    seq_nums = [r["seq_num"] for r in before.records[:cut_after] + after.records[: total - cut_after]]
+    assert seq_nums == list(range(total))
+
+
 def test_a_retried_part_id_is_stored_once(api):
     ref = api.create()["id"]
 
