@@ -119,27 +119,34 @@ def test_the_seed_round_trip(api):
     assert len(api.all_records(friendly, "out")) == 2
 
 
-def test_a_resumed_subscriber_gets_every_record_once_while_writers_append(api):
-    ref = api.create()["id"]
-    total, cut_after = 60, 20
-    writer = threading.Thread(target=lambda: [api.append(ref, "out", f'"{n}"') for n in range(total)])
-    writer.start()
+def read_cut_and_resumed(writer_api, first_reader, second_reader, total, cut_after):
+    """Append ``total`` records through ``writer_api`` while ``first_reader`` reads the first
+    ``cut_after`` of them live; then ``second_reader`` resumes with ``Last-Event-ID``.
 
-    before = api.subscribe(ref, "out", stop_after_records=cut_after, headers={"Timeout-Seconds": "30"})
+    Returns the records each read (the first reader's cut at ``cut_after``).
+    """
+    ref = writer_api.create()["id"]
+    writer = threading.Thread(target=lambda: [writer_api.append(ref, "out", f'"{n}"') for n in range(total)])
+    writer.start()
+    before = first_reader.subscribe(
+        ref, "out", stop_after_records=cut_after, headers={"Timeout-Seconds": "30"}
+    )
     last = before.records[cut_after - 1]["seq_num"]
-    after = api.subscribe(
+    after = second_reader.subscribe(
         ref,
         "out",
         stop_after_records=total - cut_after,
         headers={"Last-Event-ID": str(last), "Timeout-Seconds": "30"},
     )
     writer.join(30)
+    return before.records[:cut_after], after.records[: total - cut_after]
 
-    seq_nums = [r["seq_num"] for r in before.records[:cut_after] + after.records[: total - cut_after]]
-    assert seq_nums == list(range(total))
-    assert [data_of(r) for r in after.records[: total - cut_after]] == [
-        f'"{n}"' for n in range(cut_after, total)
-    ]
+
+def test_a_resumed_subscriber_gets_every_record_once_while_writers_append(api):
+    before, after = read_cut_and_resumed(api, api, api, total=60, cut_after=20)
+
+    assert [r["seq_num"] for r in before + after] == list(range(60))
+    assert [data_of(r) for r in after] == [f'"{n}"' for n in range(20, 60)]
 
 
 def test_a_reader_on_another_server_gets_every_record_once_and_resumes_on_the_first(
@@ -148,26 +155,11 @@ def test_a_reader_on_another_server_gets_every_record_once_and_resumes_on_the_fi
     """Two servers on one database: records appended through one reach a live reader of the other
     (the wake-up crosses processes: LISTEN/NOTIFY, or SQLite's data_version), and that reader,
     cut and resumed with Last-Event-ID on the first server, misses and repeats nothing."""
-    ref = api.create()["id"]
-    total, cut_after = 40, 15
     with LiveServer(database_url, workers=1) as other:
         elsewhere = Api(other.base_url, api.auth["Authorization"].removeprefix("Bearer "))
-        writer = threading.Thread(target=lambda: [api.append(ref, "out", f'"{n}"') for n in range(total)])
-        writer.start()
-        before = elsewhere.subscribe(
-            ref, "out", stop_after_records=cut_after, headers={"Timeout-Seconds": "30"}
-        )
-        last = before.records[cut_after - 1]["seq_num"]
-        after = api.subscribe(
-            ref,
-            "out",
-            stop_after_records=total - cut_after,
-            headers={"Last-Event-ID": str(last), "Timeout-Seconds": "30"},
-        )
-        writer.join(30)
+        before, after = read_cut_and_resumed(api, elsewhere, api, total=40, cut_after=15)
 
-    seq_nums = [r["seq_num"] for r in before.records[:cut_after] + after.records[: total - cut_after]]
-    assert seq_nums == list(range(total))
+    assert [r["seq_num"] for r in before + after] == list(range(40))
 
 
 def test_a_retried_part_id_is_stored_once(api):
