@@ -7,7 +7,6 @@ database costs more than most tests do. Tests stay apart by working in environme
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,11 +17,11 @@ from flask.testing import FlaskClient
 from session_core.config import Settings
 from session_core.db.migrate import upgrade_database
 from session_core.db.uow import UnitOfWork
-from session_core.ids import generate_cuid, session_friendly_id
 from session_core.models import Environment, EnvironmentType, Session, utcnow
 from session_core.services.environments import create_environment
 from session_web.app import create_app
 from tests.integration.sessions_api import bearer, session_body
+from tests.unit import factories
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -98,30 +97,16 @@ def insert_session(engine: sa.Engine, env: Environment) -> Callable[..., Session
     """
 
     def insert(environment: Environment = env, **overrides: Any) -> Session:
-        cuid = generate_cuid()
         now = utcnow()
-        session = Session(
-            id=cuid,
-            friendly_id=session_friendly_id(cuid),
-            external_id=None,
-            type="chat.agent",
-            task_identifier="agent",
-            trigger_config={"base_payload": {}},
-            tags=[],
-            metadata=None,
-            organization_id=environment.organization_id,
-            project_id=environment.project_id,
-            environment_id=environment.id,
-            environment_type=environment.type.value,
-            current_run_id=None,
-            current_run_version=0,
-            closed_at=None,
-            closed_reason=None,
-            expires_at=None,
-            created_at=now,
-            updated_at=now,
-        )
-        session = replace(session, **overrides)
+        in_environment = {
+            "organization_id": environment.organization_id,
+            "project_id": environment.project_id,
+            "environment_id": environment.id,
+            "environment_type": environment.type.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        session = factories.make_session(**{**in_environment, **overrides})
         uow = UnitOfWork(engine)
         with uow:
             uow.sessions.insert_or_get(session)
