@@ -37,6 +37,8 @@ RECORDS_PAGE_BATCHES = 10
 RECORDS_PAGE_CHARS = 4 * 1024 * 1024
 #: A seq_num as a client sends it: ASCII digits, few enough for a 64-bit integer.
 _DIGITS = re.compile(r"[0-9]{1,19}")
+#: The SSE ``id:`` of a ``batch`` event we send: ``next_seq,count,bytes`` (see ``sse.tail_events``).
+_EMITTED_EVENT_ID = re.compile(r"([0-9]{1,19}),[0-9]{1,19},[0-9]{1,19}")
 #: What an HTTP header value carries as it is: printable Latin-1, no line breaks or controls.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\xa0-\xff]*")
 
@@ -64,11 +66,22 @@ def parse_timeout_seconds(value: str | None, default: int) -> int:
 
 
 def resume_seq(last_event_id: str | None) -> int:
-    """The seq_num after ``Last-Event-ID`` (its part before any ``-``); anything else replays from 0.
+    """The seq_num a live read resumes at, from the ``Last-Event-ID`` a client sends back.
 
-    S2-native ids (``seq,count,bytes``) are not numbers, so they replay everything, as Trigger.dev does.
+    Two forms name a position exactly:
+
+    - the SSE ``id:`` we emit, ``next_seq,count,bytes``, which a browser ``EventSource`` returns
+      on reconnect: its first number is the seq_num *after* the batch, so the read resumes there;
+    - a plain seq_num (what ``@trigger.dev/core`` sends: the last record it saw), optionally with
+      a ``-suffix`` as Trigger.dev's parser allows: the read resumes after it.
+
+    Anything else (absent, empty, garbage) replays the channel from the start.
     """
-    head = (last_event_id or "").split("-")[0].strip()
+    value = (last_event_id or "").strip()
+    emitted = _EMITTED_EVENT_ID.fullmatch(value)
+    if emitted:
+        return int(emitted.group(1))
+    head = value.split("-")[0].strip()
     return int(head) + 1 if _DIGITS.fullmatch(head) else 0
 
 

@@ -56,9 +56,19 @@ def test_timeout_seconds_out_of_bounds(header, message):
 
 @pytest.mark.parametrize(
     ("last_event_id", "start"),
-    [(None, 0), ("", 0), ("41", 42), ("41-3", 42), ("12,3,400", 0), ("abc", 0), ("-1", 0)],
+    [(None, 0), ("", 0), ("41", 42), ("41-3", 42), (" 41 ", 42), ("abc", 0), ("-1", 0), ("1,2", 0)],
 )
-def test_resume_starts_after_the_last_event_id(last_event_id, start):
+def test_resume_starts_after_a_plain_last_event_id(last_event_id, start):
+    """A plain seq_num is the last record seen (inclusive): the read resumes after it."""
+    assert resume_seq(last_event_id) == start
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "start"),
+    [("1,1,47", 1), ("12,3,400", 12), ("0,0,0", 0), (" 7,2,90 ", 7), ("12,3,400,5", 0), ("12,x,4", 0)],
+)
+def test_resume_starts_at_the_id_we_emit(last_event_id, start):
+    """Our ``id:`` (``next_seq,count,bytes``) names the next seq_num (exclusive): resume at it."""
     assert resume_seq(last_event_id) == start
 
 
