@@ -9,11 +9,12 @@ from alembic import context
 from sqlalchemy.pool import NullPool
 
 from session_core.config import Settings
-from session_core.db.engine import is_sqlite
+from session_core.db.engine import create_private_sqlite_file, is_sqlite
 from session_core.db.tables import metadata
 
 config = context.config
 url = config.attributes.get("url") or Settings.from_env(os.environ).database_url
+create_private_sqlite_file(url)
 engine = sa.create_engine(url, poolclass=NullPool)
 
 with engine.connect() as connection:

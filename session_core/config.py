@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "sqlite:///sessions.db"
+#: Connections a gevent worker keeps beyond its live reads, for appends and the control plane.
+CONNECTION_HEADROOM = 1000
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,19 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a non-negative number, got {raw!r}")
     return value
 
 
@@ -86,6 +101,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     clickhouse_url: str | None = None
     port: int = 3030
+    # Loopback by default: opening the service to a network is a decision (``--host 0.0.0.0``).
+    host: str = "127.0.0.1"
     public_url: str | None = None
     log_level: str = "INFO"
     # Realtime: how long an SSE read may stay open, how often it pings, how much one read returns.
@@ -94,6 +111,14 @@ class Settings:
     read_batch_limit: int = 1000
     part_id_ttl_seconds: int = 300
     max_append_bytes: int = 1024 * 1024
+    # gunicorn: worker processes, and per worker its live reads (SSE) and connections. Live reads
+    # past their limit are refused (503), so CONNECTION_HEADROOM connections stay for short requests.
+    web_concurrency: int = 2
+    max_live_reads: int = 10_000
+    worker_connections: int = 10_000 + CONNECTION_HEADROOM
+    graceful_timeout_seconds: int = 5
+    keepalive_seconds: int = 5
+    client_timeout_seconds: float = 30.0
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -104,13 +129,22 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from environment variables; a bad value raises ``ConfigError``."""
+        max_live_reads = _int(environ, "SESSIONS_MAX_LIVE_READS", cls.max_live_reads, 1)
+        connections = max_live_reads + CONNECTION_HEADROOM
         return cls(
             database_url=normalize_database_url(environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             clickhouse_url=environ.get("CLICKHOUSE_URL") or None,
             port=_int(environ, "PORT", 3030, 1),
+            host=(environ.get("SESSIONS_HOST") or "").strip() or cls.host,
             public_url=environ.get("SESSIONS_PUBLIC_URL") or None,
             log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
             sse_default_wait_seconds=_int(environ, "SESSIONS_SSE_WAIT_SECONDS", 60, 1),
             sse_ping_interval_seconds=float(_int(environ, "SESSIONS_SSE_PING_SECONDS", 15, 1)),
+            web_concurrency=_int(environ, "WEB_CONCURRENCY", cls.web_concurrency, 1),
+            max_live_reads=max_live_reads,
+            worker_connections=_int(environ, "SESSIONS_WORKER_CONNECTIONS", connections, max_live_reads + 1),
+            graceful_timeout_seconds=_int(environ, "SESSIONS_GRACEFUL_TIMEOUT", cls.graceful_timeout_seconds),
+            keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
+            client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
             replication=ReplicationSettings.from_env(environ),
         )

@@ -105,12 +105,16 @@ def _ensure_dev_environment(settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--host",
+    default=None,
+    help="Interface to listen on (default: $SESSIONS_HOST or 127.0.0.1; 0.0.0.0 for all, behind a proxy).",
+)
 @click.option("--port", type=int, default=None, help="Port (default: $PORT or 3030).")
 @click.option(
     "--workers", type=int, default=None, help="gevent worker processes (default: $WEB_CONCURRENCY or 2)."
 )
-def serve(host: str, port: int | None, workers: int | None) -> None:
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Start the web service (gunicorn + gevent)."""
     settings = _settings()
     if settings.database_url.startswith("sqlite"):
@@ -118,7 +122,7 @@ def serve(host: str, port: int | None, workers: int | None) -> None:
         _ensure_dev_environment(settings)
     from session_web.server import run
 
-    run(host=host, port=port or settings.port, workers=workers)
+    run(host=host or settings.host, port=port or settings.port, workers=workers)
 
 
 @main.command()

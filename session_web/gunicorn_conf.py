@@ -1,20 +1,29 @@
-"""gunicorn settings for the web service: gevent workers sized for thousands of SSE subscribers."""
+"""gunicorn settings for the web service: gevent workers sized for thousands of SSE subscribers.
+
+Every value comes from ``Settings.from_env``, so a bad one names its variable.
+"""
 
 import os
 
 from gunicorn.workers.base import Worker
 
-bind = f"{os.environ.get('SESSIONS_HOST', '0.0.0.0')}:{os.environ.get('PORT', '3030')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from session_core.config import Settings
+
+_settings = Settings.from_env(os.environ)
+
+# Loopback unless SESSIONS_HOST (or `sessions serve --host`) opens it up.
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.web_concurrency
 # gevent's pywsgi under gunicorn's process management (see the module).
 worker_class = "session_web.gunicorn_worker.Worker"
-# Each idle SSE subscriber holds one connection; the default of 1000 would queue the rest.
-worker_connections = int(os.environ.get("SESSIONS_WORKER_CONNECTIONS", "10000"))
+# Each idle SSE subscriber holds one connection; the default of 1000 would queue the rest. Live
+# reads are admitted up to SESSIONS_MAX_LIVE_READS, below this, so short requests always find room.
+worker_connections = _settings.worker_connections
 # Open streams end on shutdown instead of holding it for the default 30 s.
-graceful_timeout = int(os.environ.get("SESSIONS_GRACEFUL_TIMEOUT", "5"))
+graceful_timeout = _settings.graceful_timeout_seconds
 timeout = 60
 # Seconds a keep-alive connection may sit idle between requests.
-keepalive = int(os.environ.get("SESSIONS_KEEPALIVE", "5"))
+keepalive = _settings.keepalive_seconds
 accesslog = None
 # No shared $HOME/.gunicorn/gunicorn.ctl: several servers on one machine would fight over it.
 control_socket_disable = True

@@ -21,6 +21,8 @@ from typing import Any
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
+from session_core.config import Settings
+
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -62,5 +64,5 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
 
     def init_process(self) -> None:
         Handler.idle_seconds = self.cfg.keepalive or None
-        Handler.client_seconds = float(os.environ.get("SESSIONS_CLIENT_TIMEOUT", "30")) or None
+        Handler.client_seconds = Settings.from_env(os.environ).client_timeout_seconds or None
         super().init_process()

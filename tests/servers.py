@@ -319,9 +319,14 @@ class LiveServer:
         port: int | None = None,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        host: str | None = "127.0.0.1",
+        url_host: str = "127.0.0.1",
     ) -> None:
+        """``host`` is passed as ``--host`` (None: none, so the service picks); ``url_host`` is
+        where ``base_url`` reaches it."""
         self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.base_url = f"http://{url_host}:{self.port}"
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLICKHOUSE_URL")}
@@ -359,7 +364,9 @@ class LiveServer:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"already running as PID {self.proc.pid}")
         self.cli("migrate")
-        serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        serve = ["serve", "--port", str(self.port), "--workers", str(self.workers)]
+        if self.host is not None:
+            serve += ["--host", self.host]
         with open(self.log_path, "ab") as log:
             # own session: pgid == pid, so kill() can also take down the workers that gunicorn forks
             self.proc = subprocess.Popen(
