@@ -30,11 +30,11 @@ S2_FLUSH_INTERVAL_MS = "100"
 S2_MAX_RETRIES = "10"
 MAX_TIMEOUT_SECONDS = 600
 MAX_PART_ID_LENGTH = 256
-#: A ``GET …/records`` page holds up to this many read batches, and stops once its record bodies
-#: reach this many characters: callers page with ``afterEventId``, so fewer, fuller pages save
-#: them a request per batch.
+#: A ``GET …/records`` page holds up to this many read batches of records, and stops at the record
+#: that brings its stored bytes to ``RECORDS_PAGE_BYTES`` (the page's JSON is about that size):
+#: callers page with ``afterEventId``, so fewer, fuller pages save them a request per batch.
 RECORDS_PAGE_BATCHES = 10
-RECORDS_PAGE_CHARS = 4 * 1024 * 1024
+RECORDS_PAGE_BYTES = 4 * 1024 * 1024
 #: A seq_num as a client sends it: ASCII digits, few enough for a 64-bit integer.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 #: The SSE ``id:`` of a ``batch`` event we send: ``next_seq,count,bytes`` (see ``sse.tail_events``).
@@ -185,13 +185,11 @@ def read_channel_records(principal: Principal, session_ref: str, io: str) -> Res
     if after is not None and not _DIGITS.fullmatch(after):
         raise BadRequest("Query Error")
     key = service.resolve_channel_for_read(s.read_uow(), principal, session_ref, channel_io)
-    limit = s.settings.read_batch_limit
     records = service.read_page(
         s.read_uow(),
         key,
         int(after) + 1 if after else 0,
-        limit,
-        limit * RECORDS_PAGE_BATCHES,
-        RECORDS_PAGE_CHARS,
+        s.settings.read_batch_limit * RECORDS_PAGE_BATCHES,
+        RECORDS_PAGE_BYTES,
     )
     return Response(records_json(records), mimetype="application/json")

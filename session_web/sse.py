@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response
 
 from session_core.models import ChannelRecord
-from session_core.services.channels import read_batch
+from session_core.services.channels import MAX_BATCH_BYTES, read_batch
 from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
@@ -94,6 +94,25 @@ def _batch_data(batch: ReadBatch, records: list[ChannelRecord], is_base64: bool)
     return encodings[is_base64]
 
 
+#: How many leading records of each batch fit in one ``batch`` event (``within_batch_bytes``).
+_FITS: weakref.WeakKeyDictionary[ReadBatch, int] = weakref.WeakKeyDictionary()
+
+
+def within_batch_bytes(batch: ReadBatch) -> int:
+    """How many leading records of ``batch`` one ``batch`` event carries: up to the one that brings
+    their metered bytes to ``MAX_BATCH_BYTES``. Reads are already bounded so; the records an
+    append wrote (handed over without a read) may be more. Worked out once per batch."""
+    if batch not in _FITS:
+        fits, total = len(batch.records), 0
+        for index, record in enumerate(batch.records):
+            total += metered_bytes(record)
+            if total >= MAX_BATCH_BYTES:
+                fits = index + 1
+                break
+        _FITS[batch] = fits
+    return _FITS[batch]
+
+
 @dataclass(frozen=True)
 class TailOptions:
     """How one live read runs: how long it stays open at the tail, and how often it pings."""
@@ -133,6 +152,8 @@ def tail_events(
         while not hub.is_closed:
             batch = subscription.take_written(next_seq) or fetch(next_seq)
             records, is_done = clip_records(batch.records, options.limits, counted, metered)
+            if len(records) > within_batch_bytes(batch):
+                records, is_done = records[: within_batch_bytes(batch)], False
             if records:
                 data, size = _batch_data(batch, records, options.is_base64)
                 counted += len(records)

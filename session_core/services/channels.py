@@ -17,7 +17,7 @@ import orjson
 
 from session_core.auth import mint_token
 from session_core.db.uow import UnitOfWork
-from session_core.errors import Forbidden, NotFound, SessionClosed, SessionsError
+from session_core.errors import Forbidden, NotFound, PayloadTooLarge, SessionClosed, SessionsError
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     ChannelRecord,
@@ -52,6 +52,13 @@ TURN_COMPLETE = "turn-complete"
 LEGACY_TURN_COMPLETE = "trigger:turn-complete"
 #: How far back from the tail a settled peek looks for the last non-command record.
 SETTLED_PEEK_RECORDS = 16
+#: The most a stored record may hold, as S2 caps a record (1 MiB): an appended body is stored as
+#: a JSON string inside the envelope, where quotes, backslashes and control characters grow.
+MAX_RECORD_BYTES = 1024 * 1024
+#: A read batch (an SSE ``batch`` event, an S2 read) holds records up to this many stored bytes,
+#: plus at most one record, as S2 caps its read batches (1 MiB).
+MAX_BATCH_BYTES = 1024 * 1024
+PART_ID_LENGTH = 7
 _PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 
 
@@ -66,12 +73,26 @@ def part_id() -> str:
     Like nanoid, each random byte picks a letter by its low 6 bits (64 letters: no bias), so one
     call to the OS's random source serves all seven.
     """
-    return "".join(_PART_ID_ALPHABET[byte & 63] for byte in secrets.token_bytes(7))
+    return "".join(_PART_ID_ALPHABET[byte & 63] for byte in secrets.token_bytes(PART_ID_LENGTH))
 
 
 def envelope(body: str, part: str) -> str:
     """The stored record body: ``JSON.stringify({data: body, id: part})``; ``body`` stays unparsed."""
     return json.dumps({"data": body, "id": part}, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_envelope_size(body: str, part: str | None) -> None:
+    """Refuse a body whose envelope would be stored over ``MAX_RECORD_BYTES``.
+
+    :raise PayloadTooLarge: naming the stored size, since the body alone may be under the limit.
+    """
+    stored = len(envelope(body, part or "x" * PART_ID_LENGTH).encode())
+    if stored > MAX_RECORD_BYTES:
+        raise PayloadTooLarge(
+            f"The record would be {stored} bytes once stored, over the limit of {MAX_RECORD_BYTES}:"
+            ' the body is stored as a JSON string inside {"data": …, "id": …}, where quotes,'
+            " backslashes and control characters take two or more bytes each"
+        )
 
 
 def open_envelope(record: ChannelRecord) -> tuple[JSONValue, str]:
@@ -205,10 +226,13 @@ def append_to_channel(
     and write. The session gets a live run, as Trigger.dev's route does it: best effort (a failure
     to start one is logged, the append proceeds), and for appends written at once, after them.
 
+    :raise PayloadTooLarge: the record would be stored over ``MAX_RECORD_BYTES`` (checked first,
+        as the wire checks the size before scopes).
     :raise Forbidden: the token may not write this session, or is not a secret key on ``.out``.
     :raise NotFound: no such session (only after the scope check, so tokens learn nothing).
     :raise SessionClosed: the session is closed or expired.
     """
+    check_envelope_size(append.body, append.part)
 
     def run(batch: list[ChannelAppend]) -> list[int | SessionsError]:
         return _append_batch(uow, launcher, session_ref, io, batch, part_id_ttl_seconds)
@@ -399,38 +423,31 @@ def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref:
     return channel_key(principal.environment.id, session.addressing_key if session else session_ref, io)
 
 
-def read_batch(uow: UnitOfWork, key: str, start_seq: int, limit: int) -> ReadBatch:
-    """Read up to ``limit`` records from ``start_seq``, with the tail, in one statement.
+def read_batch(
+    uow: UnitOfWork, key: str, start_seq: int, limit: int, max_bytes: int = MAX_BATCH_BYTES
+) -> ReadBatch:
+    """Read up to ``limit`` records from ``start_seq`` (``max_bytes`` of them plus at most one),
+    with the tail, in one statement.
 
     One snapshot serves both, so the tail is never behind the last record returned, and a reader
     that moves to the tail after an empty read skips only trimmed records, never a committed one.
     """
     with uow:
-        records, tail = uow.channels.read_with_tail(key, start_seq, limit)
+        records, tail = uow.channels.read_with_tail(key, start_seq, limit, max_bytes)
     return ReadBatch(records, tail)
 
 
 def read_page(
-    uow: UnitOfWork, key: str, start_seq: int, batch_size: int, max_records: int, max_chars: int
+    uow: UnitOfWork, key: str, start_seq: int, max_records: int, max_bytes: int
 ) -> list[ChannelRecord]:
-    """Read from ``start_seq`` batch by batch until the channel's end, ``max_records`` records, or
-    bodies adding up to ``max_chars`` (checked after each batch, so at least one batch is read).
+    """Read from ``start_seq`` up to the channel's end, ``max_records`` records, or the record whose
+    stored bytes bring the page to ``max_bytes`` (so at most ``max_bytes`` plus one record).
 
-    One connection and one statement per batch: a catch-up of thousands of records costs its
-    caller one request, not one per batch.
+    One statement, bounded in the database: a catch-up of thousands of records costs its caller
+    one request, and a page of huge records never loads more than its bound.
     """
-    records: list[ChannelRecord] = []
-    chars = 0
     with uow:
-        while len(records) < max_records and chars < max_chars:
-            limit = min(batch_size, max_records - len(records))
-            batch = uow.channels.read(key, start_seq, limit)
-            records += batch
-            chars += sum(len(record.body) for record in batch)
-            if len(batch) < limit:
-                break
-            start_seq = batch[-1].seq_num + 1
-    return records
+        return uow.channels.read(key, start_seq, max_records, max_bytes)
 
 
 def is_settled(uow: UnitOfWork, key: str) -> bool:

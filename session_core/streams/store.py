@@ -35,6 +35,8 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from session_core.db.tables import channel_parts, channel_records, channels
 from session_core.errors import InvalidInput, VersionMismatch
@@ -177,12 +179,14 @@ class StreamStore(Protocol):
         part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
     ) -> list[AppendAck]: ...
 
-    def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]: ...
+    def read(
+        self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
+    ) -> list[ChannelRecord]: ...
 
     def tail(self, key: str) -> StreamPosition: ...
 
     def read_with_tail(
-        self, key: str, start_seq: int, limit: int
+        self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
     ) -> tuple[list[ChannelRecord], StreamPosition]: ...
 
     def first_seq_at(self, key: str, timestamp: int) -> int: ...
@@ -424,10 +428,57 @@ _FIRST_FROM = (
     .where(channel_records.c.channel_key == _KEY, channel_records.c.seq_num >= sa.bindparam("start_seq"))
     .scalar_subquery()
 )
+
+
+class _StoredBytes(sa.sql.functions.FunctionElement[int]):
+    """``stored_bytes(body, headers)``: a record's size in the database, UTF-8 bytes of its body
+    plus its headers' JSON text, without loading either into the client (PostgreSQL reads a
+    TOASTed value's length from its header)."""
+
+    type = sa.BigInteger()
+    name = "stored_bytes"
+    inherit_cache = True
+
+
+@compiles(_StoredBytes)
+def _stored_bytes_postgresql(element: _StoredBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    body, headers = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(octet_length({body}) + coalesce(octet_length(CAST({headers} AS TEXT)), 0))"
+
+
+@compiles(_StoredBytes, "sqlite")
+def _stored_bytes_sqlite(element: _StoredBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    body, headers = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(length(CAST({body} AS BLOB)) + coalesce(length(CAST({headers} AS BLOB)), 0))"
+
+
 # A channel's seq_nums have no gap from its first kept record on, so the range from that record
 # holds the rows wanted. Bounding the range, not only the LIMIT, keeps a read at `row_limit` rows
 # in any plan: on a channel the statistics underestimate (a fresh table, a long channel among
 # many), PostgreSQL would otherwise fetch and sort the channel's whole remainder for each batch.
+_IN_RANGE = (
+    channel_records.c.channel_key == _KEY,
+    channel_records.c.seq_num >= _FIRST_FROM,
+    channel_records.c.seq_num < _FIRST_FROM + _ROW_LIMIT,
+)
+# The same range's running total of stored bytes, read from sizes alone (no bodies): the last
+# record a read returns is the first whose total reaches `max_bytes`, so a read holds at most
+# `max_bytes` plus one record, however large the bodies are.
+_RUNNING_BYTES = (
+    sa.select(
+        channel_records.c.seq_num,
+        sa.func.sum(_StoredBytes(channel_records.c.body, channel_records.c.headers))
+        .over(order_by=channel_records.c.seq_num, rows=(None, 0))
+        .label("upto"),
+    )
+    .where(*_IN_RANGE)
+    .subquery("sized")
+)
+_LAST_WITHIN_BYTES = (
+    sa.select(sa.func.coalesce(sa.func.min(_RUNNING_BYTES.c.seq_num), MAX_POSITION))
+    .where(_RUNNING_BYTES.c.upto >= sa.bindparam("max_bytes"))
+    .scalar_subquery()
+)
 _READ = (
     sa.select(
         channel_records.c.seq_num,
@@ -435,11 +486,7 @@ _READ = (
         channel_records.c.headers,
         channel_records.c.body,
     )
-    .where(
-        channel_records.c.channel_key == _KEY,
-        channel_records.c.seq_num >= _FIRST_FROM,
-        channel_records.c.seq_num < _FIRST_FROM + _ROW_LIMIT,
-    )
+    .where(*_IN_RANGE, channel_records.c.seq_num <= _LAST_WITHIN_BYTES)
     .order_by(channel_records.c.seq_num)
     .limit(_ROW_LIMIT)
 )
@@ -760,20 +807,23 @@ class SqlChannelStore:
             ]
             self._on_appended(key, ReadBatch(written, tail))
 
-    def read(self, key: str, start_seq: int, limit: int) -> list[ChannelRecord]:
-        """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order."""
-        rows = self._driver_rows(_READ, {"k": key, "start_seq": _bounded(start_seq), "row_limit": limit})
+    def read(
+        self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
+    ) -> list[ChannelRecord]:
+        """Return up to ``limit`` records of ``key`` from ``start_seq`` on, in seq_num order, and
+        no more than ``max_bytes`` plus one record (see ``stored_bytes``): the database stops
+        there, so a read of huge records never holds more than that in memory."""
+        rows = self._driver_rows(_READ, self._read_parameters(key, start_seq, limit, max_bytes))
         return [
             ChannelRecord(seq_num, timestamp, body, _headers(headers))
             for seq_num, timestamp, headers, body in rows
         ]
 
     def read_with_tail(
-        self, key: str, start_seq: int, limit: int
+        self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
     ) -> tuple[list[ChannelRecord], StreamPosition]:
         """``read`` and ``tail`` at once, seen from one snapshot: the tail is past every record returned."""
-        parameters = {"k": key, "start_seq": _bounded(start_seq), "row_limit": limit}
-        rows = self._driver_rows(_READ_WITH_TAIL, parameters)
+        rows = self._driver_rows(_READ_WITH_TAIL, self._read_parameters(key, start_seq, limit, max_bytes))
         if not rows:
             return [], StreamPosition(0, 0)
         records = [
@@ -782,6 +832,16 @@ class SqlChannelStore:
             if seq_num is not None
         ]
         return records, StreamPosition(rows[0][0], rows[0][1])
+
+    @staticmethod
+    def _read_parameters(key: str, start_seq: int, limit: int, max_bytes: int) -> dict[str, Any]:
+        # At least one byte, so the first record always comes (a reader always makes progress).
+        return {
+            "k": key,
+            "start_seq": _bounded(start_seq),
+            "row_limit": limit,
+            "max_bytes": max(1, max_bytes),
+        }
 
     def _driver_rows(self, statement: sa.Executable, parameters: dict[str, Any]) -> list[Any]:
         """Rows as the driver returns them. Catch-up reads are thousands of rows, and SQLAlchemy's

@@ -227,3 +227,19 @@ def test_readers_of_one_shared_batch_encode_it_once_and_a_limited_reader_encodes
     assert [[r["seq_num"] for r in value["records"]] for value in batches] == [[0, 1], [0]]
     assert batch_seqs(first) == [[0, 1]]
     assert batch_seqs(limited) == [[0]]
+
+
+def test_a_large_written_batch_goes_out_in_events_of_about_a_mebibyte():
+    """Records an append wrote reach readers without a read; an event still holds at most
+    ``MAX_BATCH_BYTES`` of them plus one record, and the rest are read after it."""
+    channel, hub = Channel("a", batch_size=1000), WakeupHub()
+    events = tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15))
+    assert names([next(events), next(events)]) == ["ping", "batch"]
+
+    for _ in range(5):
+        channel.add("x" * 400_000)
+    written = ReadBatch(channel.records[1:], StreamPosition(channel.next_seq, 2000))
+    hub.publish("k", channel.next_seq, written)
+
+    assert batch_seqs([next(events), next(events)]) == [[1, 2, 3], [4, 5]]
+    assert channel.reads == [0, 4]

@@ -44,18 +44,24 @@ def test_a_batch_past_the_end_or_of_a_new_channel_is_empty_with_the_tail(engine,
     assert read_batch(reader(engine), key + "-new", 0, 10).tail == StreamPosition(0, 0)
 
 
-def test_a_page_reads_batch_after_batch_up_to_its_record_bound(engine, key):
+def test_a_page_reads_up_to_its_record_bound(engine, key):
     fill(engine, key, [str(n) for n in range(25)])
 
-    assert [r.seq_num for r in read_page(reader(engine), key, 3, 4, 100, 10_000)] == list(range(3, 25))
-    assert [r.seq_num for r in read_page(reader(engine), key, 0, 4, 10, 10_000)] == list(range(10))
+    assert [r.seq_num for r in read_page(reader(engine), key, 3, 100, 10_000)] == list(range(3, 25))
+    assert [r.seq_num for r in read_page(reader(engine), key, 0, 10, 10_000)] == list(range(10))
 
 
-def test_a_page_stops_after_the_batch_that_reaches_its_size_bound(engine, key):
+def test_a_page_stops_at_the_record_that_reaches_its_byte_bound(engine, key):
+    """The bound counts stored bytes (UTF-8 bodies and header JSON) in the database, so a page
+    holds at most the bound plus one record."""
     fill(engine, key, ["x" * 10] * 20)
 
-    assert len(read_page(reader(engine), key, 0, 4, 100, 35)) == 4
-    assert len(read_page(reader(engine), key, 0, 4, 100, 45)) == 8
+    assert len(read_page(reader(engine), key, 0, 100, 35)) == 4
+    assert len(read_page(reader(engine), key, 0, 100, 40)) == 4
+    assert len(read_page(reader(engine), key, 0, 100, 45)) == 5
+    assert len(read_page(reader(engine), key, 0, 100, 0)) == 1  # a read always makes progress
+    fill(engine, key + "2", ["é" * 10] * 4)  # 20 bytes each
+    assert len(read_page(reader(engine), key + "2", 0, 100, 30)) == 2
 
 
 def plan_nodes(node):
