@@ -80,7 +80,7 @@ class ReadmeServer:
             try:
                 if self.http.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a loaded machine
                 pass
             time.sleep(0.1)
         pytest.fail(f"sessions serve did not answer /healthz within {START_TIMEOUT:.0f} s:\n{self.log()}")
