@@ -29,6 +29,20 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
     return value
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def normalize_database_url(url: str) -> str:
     """Accept the ``postgres://`` and ``postgresql://`` forms that hosting platforms hand out."""
     for prefix in ("postgres://", "postgresql://"):
@@ -94,6 +108,9 @@ class Settings:
     read_batch_limit: int = 1000
     part_id_ttl_seconds: int = 300
     max_append_bytes: int = 1024 * 1024
+    # PostgreSQL: PREPARE the channel append once per connection. Off behind a pooler that hands
+    # a client's statements to whichever server connection is free (PgBouncer, transaction mode).
+    pg_prepare: bool = True
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -112,5 +129,6 @@ class Settings:
             log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
             sse_default_wait_seconds=_int(environ, "SESSIONS_SSE_WAIT_SECONDS", 60, 1),
             sse_ping_interval_seconds=float(_int(environ, "SESSIONS_SSE_PING_SECONDS", 15, 1)),
+            pg_prepare=_bool(environ, "SESSIONS_PG_PREPARE", True),
             replication=ReplicationSettings.from_env(environ),
         )
