@@ -44,6 +44,20 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def normalize_database_url(url: str) -> str:
     """Accept the ``postgres://`` and ``postgresql://`` forms that hosting platforms hand out."""
     for prefix in ("postgres://", "postgresql://"):
@@ -119,6 +133,9 @@ class Settings:
     graceful_timeout_seconds: int = 5
     keepalive_seconds: int = 5
     client_timeout_seconds: float = 30.0
+    # PostgreSQL: PREPARE the channel append once per connection. Off behind a pooler that hands
+    # a client's statements to whichever server connection is free (PgBouncer, transaction mode).
+    pg_prepare: bool = True
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -146,5 +163,6 @@ class Settings:
             graceful_timeout_seconds=_int(environ, "SESSIONS_GRACEFUL_TIMEOUT", cls.graceful_timeout_seconds),
             keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
             client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
+            pg_prepare=_bool(environ, "SESSIONS_PG_PREPARE", True),
             replication=ReplicationSettings.from_env(environ),
         )

@@ -37,11 +37,11 @@ class Services:
         self.environments = CachedEnvironments(self.read_uow)
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.hub)
+        return UnitOfWork(self.engine, self.hub, pg_prepare=self.settings.pg_prepare)
 
     def read_uow(self) -> UnitOfWork:
         """A unit of work for use cases that only read (auth, retrieve, lists, channel reads)."""
-        return UnitOfWork(self.engine, self.hub, read_only=True)
+        return UnitOfWork(self.engine, self.hub, read_only=True, pg_prepare=self.settings.pg_prepare)
 
 
 def services() -> Services:

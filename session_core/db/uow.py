@@ -34,6 +34,7 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         autocommit: bool = False,
+        pg_prepare: bool = True,
     ) -> None:
         """``read_only`` units of work begin a deferred transaction on SQLite, so readers never
         queue behind writers for the write lock; writes through one are a bug, not a feature.
@@ -43,17 +44,18 @@ class UnitOfWork:
         one implicit transaction), which spares the round trips of BEGIN and COMMIT or ROLLBACK.
         Under READ COMMITTED every statement takes a fresh snapshot either way. ``autocommit`` is
         only for use cases whose every write stands on its own; ``commit()`` then only runs the
-        after-commit callbacks.
+        after-commit callbacks. ``pg_prepare`` is ``Settings.pg_prepare``, for the channel store.
         """
         self._engine = engine
         self._hub = hub
         self._read_only = read_only
         self._autocommit = autocommit
+        self._pg_prepare = pg_prepare
         self._after_commit: list[Callable[[], None]] = []
 
     def autocommitting(self) -> UnitOfWork:
         """A unit of work like this one, but ``autocommit`` (see ``__init__``)."""
-        return UnitOfWork(self._engine, self._hub, autocommit=True)
+        return UnitOfWork(self._engine, self._hub, autocommit=True, pg_prepare=self._pg_prepare)
 
     def __enter__(self) -> UnitOfWork:
         conn = self._engine.connect()
@@ -68,7 +70,9 @@ class UnitOfWork:
         self.sessions = SqlSessionRepository(self._conn)
         self.environments = SqlEnvironmentRepository(self._conn)
         self.runs = SqlSessionRunRepository(self._conn)
-        self.channels = SqlChannelStore(self._conn, on_appended=self._wake_readers_after_commit)
+        self.channels = SqlChannelStore(
+            self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
+        )
         return self
 
     def __exit__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,9 @@ from session_core.repositories.ports import SessionFilters, SessionListQuery
 from session_core.text import is_storable
 
 EXTERNAL_ID_TAKEN = "A session with this externalId already exists in this environment"
+#: A row lock a read may take: ``share`` for a transaction that only reads the row and must keep it
+#: as read until it commits, ``update`` for one that will write it (see ``get_by_ref``).
+RowLock = Literal["share", "update"]
 
 
 def _is_postgres(conn: sa.Connection) -> bool:
@@ -49,19 +52,23 @@ def _to_session(row: sa.Row[Any]) -> Session:
     return session_from_columns(row._mapping)
 
 
-def _by_ref(column: sa.ColumnElement[str], *, lock: bool) -> sa.Select[Any]:
+def _by_ref(column: sa.ColumnElement[str], *, lock: RowLock | None) -> sa.Select[Any]:
     query = sa.select(sessions).where(
         sessions.c.environment_id == sa.bindparam("environment_id"), column == sa.bindparam("ref")
     )
-    # SQLite renders no FOR SHARE: its writers already hold the database's write lock.
-    return query.with_for_update(read=True) if lock else query
+    # SQLite renders neither lock: its writers already hold the database's write lock.
+    if lock == "share":
+        return query.with_for_update(read=True)
+    # FOR NO KEY UPDATE: what the UPDATE that follows takes anyway, and no more (inserts of rows
+    # that reference the session, which take FOR KEY SHARE, still go ahead).
+    return query.with_for_update(key_share=True) if lock == "update" else query
 
 
 # Every append and read looks a session up: built once, not per call (keyed by friendly id, lock).
-_BY_REF = {
+_BY_REF: dict[tuple[bool, RowLock | None], sa.Select[Any]] = {
     (is_friendly, lock): _by_ref(sessions.c.friendly_id if is_friendly else sessions.c.external_id, lock=lock)
     for is_friendly in (True, False)
-    for lock in (True, False)
+    for lock in ("share", "update", None)
 }
 
 
@@ -69,11 +76,16 @@ class SqlSessionRepository:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
 
-    def get_by_ref(self, environment_id: str, session_ref: str, *, lock: bool = False) -> Session | None:
+    def get_by_ref(
+        self, environment_id: str, session_ref: str, *, lock: RowLock | None = None
+    ) -> Session | None:
         """Find a session by friendly id or externalId within one environment.
 
-        ``lock`` takes a shared row lock on PostgreSQL so a concurrent close waits for this
-        transaction (an append that saw the session open commits before the close does).
+        ``lock="share"`` takes a shared row lock on PostgreSQL so a concurrent close waits for this
+        transaction (an append that saw the session open commits before the close does). A
+        transaction holding it must not write the row: two that both did would each wait for the
+        other's shared lock, a deadlock. One that will write the row takes ``lock="update"`` first,
+        so writers queue on the lock instead.
         """
         if not is_storable(session_ref):
             return None

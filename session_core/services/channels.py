@@ -224,7 +224,8 @@ def append_to_channel(
     channel within the TTL returns the first append's seq_num and writes nothing. The session row
     is read with a shared lock, so a racing close commits after this append, never between check
     and write. The session gets a live run, as Trigger.dev's route does it: best effort (a failure
-    to start one is logged, the append proceeds), and for appends written at once, after them.
+    to start one is logged, the append stands), after the append, in a transaction of its own
+    (``_ensure_run_for_open``: the lock order).
 
     :raise PayloadTooLarge: the record would be stored over ``MAX_RECORD_BYTES`` (checked first,
         as the wire checks the size before scopes).
@@ -361,12 +362,16 @@ def _has_live_run(launcher: RunLauncher, session: Session) -> bool:
 
 
 def _ensure_run_for_open(uow: UnitOfWork, launcher: RunLauncher, session: Session, now: datetime) -> None:
-    """Give a session appended to at once a live run, in its own transaction, if it is still open.
+    """Give a session just appended to a live run, in its own transaction, if it is still open.
 
-    As Trigger.dev's append route does, best effort: a failure is logged.
+    Claiming a run writes the session row, so the row is locked for update before it is read:
+    claimers queue there, and a close waits, never landing between the check and the claim. An
+    append's transaction only ever holds the shared lock and never writes the row; were the claim
+    made under it, two appends that both found no live run would each wait for the other's shared
+    lock (a deadlock). As Trigger.dev's append route does, best effort: a failure is logged.
     """
     with uow:
-        current = uow.sessions.get_by_ref(session.environment_id, session.friendly_id, lock=True)
+        current = uow.sessions.get_by_ref(session.environment_id, session.friendly_id, lock="update")
         if current is None or session_status(current, now) is not SessionStatus.ACTIVE:
             return
         _ensure_run(uow, launcher, current, now)
@@ -381,16 +386,16 @@ def _append_after_lookup(
     batch: list[ChannelAppend],
     part_id_ttl_seconds: int,
 ) -> list[int | SessionsError]:
-    """Read the session with a shared lock, check each append against it, write those that pass."""
+    """Read the session with a shared lock, check each append against it, write those that pass;
+    then give the session a live run if it has none (``_ensure_run_for_open``)."""
     environment_id = batch[0].principal.environment.id
     with uow:
-        session = uow.sessions.get_by_ref(environment_id, session_ref, lock=True)
+        session = uow.sessions.get_by_ref(environment_id, session_ref, lock="share")
         errors = _errors(batch, session_ref, session, io)
         accepted = [index for index in range(len(batch)) if index not in errors]
         if session is None or not accepted:
             return list(errors.values())
         now = max(batch[index].now for index in accepted)
-        _ensure_run(uow, launcher, session, now)
         acks = uow.channels.append_group(
             channel_key(session.environment_id, session.addressing_key, io),
             [_stored(batch[index]) for index in accepted],
@@ -398,6 +403,8 @@ def _append_after_lookup(
             part_id_ttl_ms=part_id_ttl_seconds * 1000,
         )
         uow.commit()
+    if not _has_live_run(launcher, session):
+        _ensure_run_for_open(uow, launcher, session, now)
     return _outcomes(len(batch), errors, accepted, acks)
 
 

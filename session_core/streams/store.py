@@ -304,6 +304,12 @@ def _prepared(name: str, sql: str, parameters: tuple[tuple[str, str], ...]) -> t
     return prepare, f"EXECUTE {name}({', '.join(f'%({name})s' for name, _ in used)})"
 
 
+def _unprepared(sql: str, parameters: tuple[tuple[str, str], ...]) -> str:
+    """``sql`` to run as it is, each placeholder cast to the type ``PREPARE`` would declare for it
+    (psycopg2 sends values as literals, and an empty array or a NULL has no type of its own)."""
+    return sql % {name: f"CAST(%({name})s AS {kind})" for name, kind in parameters}
+
+
 class _PgAppend:
     """One PostgreSQL append, as a query string that takes one round trip.
 
@@ -318,7 +324,9 @@ class _PgAppend:
     With ``guard_column`` (``friendly_id`` or ``external_id``, the column ``session_ref`` names) the
     append also reads that session with a shared lock, so a racing close commits after it, and
     writes only while the session is open and ``session_ref`` is its addressing key; the channel
-    row is then only created for such a session. psycopg2 sends both statements as one string.
+    row is then only created for such a session. psycopg2 sends both statements as one string:
+    ``run`` executes the prepared ones, ``unprepared`` is the same SQL sent whole each time, for
+    connections that cannot keep a prepared statement (a pooler in transaction mode).
     """
 
     PARAMETERS = (
@@ -341,10 +349,12 @@ class _PgAppend:
     def __init__(self, guard_column: str | None = None) -> None:
         self.name = f"sessions_channel_append_{guard_column or 'unguarded'}_v2"
         parameters = self.PARAMETERS + (self.GUARD_PARAMETERS if guard_column else ())
-        prepare_lock, run_lock = _prepared(f"{self.name}_lock", self._lock(guard_column), parameters)
-        prepare_append, run_append = _prepared(self.name, self._body(guard_column), parameters)
+        lock, body = self._lock(guard_column), self._body(guard_column)
+        prepare_lock, run_lock = _prepared(f"{self.name}_lock", lock, parameters)
+        prepare_append, run_append = _prepared(self.name, body, parameters)
         self.prepare = f"{prepare_lock}; {prepare_append}"
         self.run = f"{run_lock}; {run_append}"
+        self.unprepared = f"{_unprepared(lock, parameters)}; {_unprepared(body, parameters)}"
 
     @staticmethod
     def _session(guard_column: str, columns: str, *, is_open: bool = False) -> str:
@@ -570,14 +580,21 @@ class SqlChannelStore:
     is called inside the transaction after each append that wrote records, with those records and
     the tail after them, exactly as a read would return them once committed. Statements are built
     once, at import: building and cache-keying them per call cost more CPU than running them.
+    On PostgreSQL the append is prepared once per connection unless ``prepare`` is False (see
+    ``Settings.pg_prepare``); either way it sends the same SQL.
     """
 
     def __init__(
-        self, conn: sa.Connection, on_appended: Callable[[str, ReadBatch], None] | None = None
+        self,
+        conn: sa.Connection,
+        on_appended: Callable[[str, ReadBatch], None] | None = None,
+        *,
+        prepare: bool = True,
     ) -> None:
         self._conn = conn
         self._on_appended = on_appended
         self._is_postgres = conn.dialect.name == "postgresql"
+        self._prepare = prepare
 
     def append(
         self,
@@ -678,10 +695,13 @@ class SqlChannelStore:
             else "external_id"
         )
         statement = _PG_APPENDS[column]
-        prepared: set[str] = self._conn.info.setdefault(_PREPARED, set())
-        if statement.name not in prepared:
-            self._conn.exec_driver_sql(statement.prepare)
-            prepared.add(statement.name)
+        sql = statement.unprepared
+        if self._prepare:
+            prepared: set[str] = self._conn.info.setdefault(_PREPARED, set())
+            if statement.name not in prepared:
+                self._conn.exec_driver_sql(statement.prepare)
+                prepared.add(statement.name)
+            sql = statement.run
         guard_parameters = (
             {}
             if guard is None
@@ -696,7 +716,7 @@ class SqlChannelStore:
         while True:
             wanted = wanted_timestamps(plan.records, now_ms)
             rows = self._conn.exec_driver_sql(
-                statement.run,
+                sql,
                 {
                     "key": key,
                     "count": len(plan.records),
