@@ -48,8 +48,16 @@ function row(session) {
   return h(
     "tr",
     { "data-session": session.id },
-    h("td", { "data-label": "Session" }, h("a", { href }, session.id),
-      session.externalId ? h("div", { class: "muted small" }, session.externalId) : null),
+    h(
+      "td",
+      { "data-label": "Session" },
+      h(
+        "div",
+        { class: "cell" },
+        h("a", { href }, session.id),
+        session.externalId ? h("div", { class: "muted small" }, session.externalId) : null,
+      ),
+    ),
     h("td", { "data-label": "Type" }, session.type),
     h("td", { "data-label": "Task" }, session.taskIdentifier),
     h("td", { "data-label": "Status" }, badge(sessionStatus(session))),
