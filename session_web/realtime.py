@@ -17,9 +17,10 @@ from session_core.errors import BadRequest
 from session_core.models import IOS, ChannelRecord, Io, utcnow
 from session_core.scopes import Principal
 from session_core.services import channels as service
+from session_core.services.streams import ReadStart, resolve_start
 from session_web import sse
 from session_web.routing import api_route, read_body
-from session_web.services import services
+from session_web.services import Services, services
 
 bp = Blueprint("realtime", __name__, url_prefix="/realtime/v1/sessions")
 
@@ -173,8 +174,20 @@ def subscribe_to_channel(
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
     wait = parse_timeout_seconds(request.headers.get("Timeout-Seconds"), s.settings.sse_default_wait_seconds)
     options = sse.TailOptions(0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds)
-    events = sse.live_events(s, live.key, resume_seq(request.headers.get("Last-Event-ID")), options)
+    events = sse.live_events(s, live.key, _start_seq(s, live.key), options)
     return sse.event_stream(events, {"X-Session-Settled": "true"} if live.is_settled else None)
+
+
+def _start_seq(s: Services, key: str) -> int:
+    """Where a live read starts: after ``Last-Event-ID``, else ``tail_offset`` records before the tail
+    (as S2's read parameter; the console's "latest records"), else at the start."""
+    last_event_id = request.headers.get("Last-Event-ID")
+    offset = request.args.get("tail_offset")
+    if last_event_id is not None or offset is None:
+        return resume_seq(last_event_id)
+    if not _DIGITS.fullmatch(offset):
+        raise BadRequest("tail_offset must be a non-negative integer")
+    return resolve_start(s.read_uow(), key, ReadStart(tail_offset=int(offset)), clamp=True)
 
 
 @api_route(bp, "/<session:session_ref>/<io>/records", methods=["GET"])
