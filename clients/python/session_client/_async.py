@@ -257,13 +257,16 @@ class AsyncChannel:
                 if heart is not None and heart.final is not None:
                     raise heart.final
                 live = self._read_live(cursor)
+                delivered = False
                 try:
                     async for record in live:
-                        failures = 0
+                        failures, delivered = 0, True
                         yield record
                         if heart is not None and heart.final is not None:
                             raise heart.final
                     failures = 0
+                    if not delivered:  # a read that ended empty: the long poll's end, or a proxy's
+                        await asyncio.sleep(self._client.retries.reconnect_delay(0))
                 except (httpx.TransportError, Reconnect, RetryableStatus) as error:
                     if failures >= reconnects:
                         if isinstance(error, httpx.TransportError):
