@@ -261,9 +261,9 @@ class AsyncChannel:
                 try:
                     async for record in live:
                         failures, delivered = 0, True
-                        yield record
                         if heart is not None and heart.final is not None:
-                            raise heart.final
+                            raise heart.final  # a run that lost its lease hands nothing more over
+                        yield record
                     failures = 0
                     if not delivered:  # a read that ended empty: the long poll's end, or a proxy's
                         await asyncio.sleep(self._client.retries.reconnect_delay(0))
