@@ -87,13 +87,23 @@ def resume_seq(last_event_id: str | None) -> int:
 
 
 def records_item(record: ChannelRecord) -> dict[str, Any] | None:
-    """A record as ``GET …/records`` lists it; command records are left out (None)."""
+    """A record as ``GET …/records`` lists it; command records are left out (None).
+
+    ``timestamp`` (arrival, epoch ms) goes beyond Trigger.dev's shape, which its clients ignore:
+    our Python client's records carry it whether read live or from a page.
+    """
     if service.is_command_record(record):
         return None
     if record.headers and not record.body:  # a control record: headers only
-        return {"data": "", "id": "", "seqNum": record.seq_num, "headers": record.headers}
+        return {
+            "data": "",
+            "id": "",
+            "seqNum": record.seq_num,
+            "timestamp": record.timestamp,
+            "headers": record.headers,
+        }
     data, part = service.open_envelope(record)
-    item: dict[str, Any] = {"data": data, "id": part, "seqNum": record.seq_num}
+    item: dict[str, Any] = {"data": data, "id": part, "seqNum": record.seq_num, "timestamp": record.timestamp}
     if record.headers:
         item["headers"] = record.headers
     return item

@@ -298,9 +298,16 @@ def test_the_s2_endpoint_appends_and_reads_the_same_channel(api):
         "headers": [["trigger-control", "turn-complete"]],
     }
     assert tail.json()["tail"]["seq_num"] == 2
+    first, last = (r["timestamp"] for r in read.json()["records"])
     assert via_realtime.json()["records"] == [
-        {"data": {"type": "text-delta"}, "id": "abc1234", "seqNum": 0},
-        {"data": "", "id": "", "seqNum": 1, "headers": [["trigger-control", "turn-complete"]]},
+        {"data": {"type": "text-delta"}, "id": "abc1234", "seqNum": 0, "timestamp": first},
+        {
+            "data": "",
+            "id": "",
+            "seqNum": 1,
+            "timestamp": last,
+            "headers": [["trigger-control", "turn-complete"]],
+        },
     ]
 
 

@@ -110,9 +110,15 @@ def test_records_items_skip_commands_and_flatten_envelopes():
         "data": "",
         "id": "",
         "seqNum": 5,
+        "timestamp": 0,
         "headers": [["trigger-control", "turn-complete"]],
     }
-    assert records_item(ChannelRecord(6, 0, envelope("hi", "p"))) == {"data": "hi", "id": "p", "seqNum": 6}
+    assert records_item(ChannelRecord(6, 0, envelope("hi", "p"))) == {
+        "data": "hi",
+        "id": "p",
+        "seqNum": 6,
+        "timestamp": 0,
+    }
 
 
 def expected_records(records):
@@ -144,7 +150,9 @@ def test_the_records_body_is_the_records_items_whatever_the_stored_body(body):
 def test_numbers_json_cannot_carry_come_out_as_null():
     records = [ChannelRecord(3, 0, '{"data": [NaN, Infinity], "id": "p"}')]
 
-    assert json.loads(records_json(records)) == {"records": [{"data": [None, None], "id": "p", "seqNum": 3}]}
+    assert json.loads(records_json(records)) == {
+        "records": [{"data": [None, None], "id": "p", "seqNum": 3, "timestamp": 0}]
+    }
 
 
 @given(st.text(), st.text())
@@ -157,7 +165,9 @@ def test_every_stored_envelope_reads_back_as_its_records_item(data, part):
 def test_command_records_are_left_out_of_the_records_body():
     records = [ChannelRecord(4, 0, "", [["", "trim"]]), ChannelRecord(5, 0, envelope("x", "p"))]
 
-    assert json.loads(records_json(records)) == {"records": [{"data": "x", "id": "p", "seqNum": 5}]}
+    assert json.loads(records_json(records)) == {
+        "records": [{"data": "x", "id": "p", "seqNum": 5, "timestamp": 0}]
+    }
 
 
 def test_a_stream_token_reaches_its_stream_only():
