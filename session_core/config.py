@@ -119,6 +119,8 @@ class Settings:
     graceful_timeout_seconds: int = 5
     keepalive_seconds: int = 5
     client_timeout_seconds: float = 30.0
+    # How long a web worker trusts an API key it looked up: the most a rotated-out key lives on.
+    auth_cache_seconds: int = 5
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -146,5 +148,6 @@ class Settings:
             graceful_timeout_seconds=_int(environ, "SESSIONS_GRACEFUL_TIMEOUT", cls.graceful_timeout_seconds),
             keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
             client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
+            auth_cache_seconds=_int(environ, "SESSIONS_AUTH_CACHE_SECONDS", 5, 0),
             replication=ReplicationSettings.from_env(environ),
         )
