@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from session_core.logs import LOG_FORMATS, LogFormat
+
 DEFAULT_DATABASE_URL = "sqlite:///sessions.db"
 #: Connections a gevent worker keeps beyond its live reads, for appends and the control plane.
 CONNECTION_HEADROOM = 1000
@@ -50,6 +52,14 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
+
+
+def _log_format(environ: Mapping[str, str]) -> LogFormat:
+    raw = (environ.get("LOG_FORMAT") or "text").strip().lower()
+    for log_format in LOG_FORMATS:
+        if raw == log_format:
+            return log_format
+    raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,12 @@ class Settings:
     host: str = "127.0.0.1"
     public_url: str | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    # The web service's Prometheus endpoint: its own port (0: off), never the public one.
+    metrics_port: int = 9465
+    metrics_host: str = "127.0.0.1"
+    # How long a web worker trusts an API key it looked up: the most a rotated-out key lives on.
+    auth_cache_seconds: int = 5
     # Realtime: how long an SSE read may stay open, how often it pings, how much one read returns.
     sse_default_wait_seconds: int = 60
     sse_ping_interval_seconds: float = 15.0
@@ -119,8 +135,6 @@ class Settings:
     graceful_timeout_seconds: int = 5
     keepalive_seconds: int = 5
     client_timeout_seconds: float = 30.0
-    # How long a web worker trusts an API key it looked up: the most a rotated-out key lives on.
-    auth_cache_seconds: int = 5
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -140,6 +154,10 @@ class Settings:
             host=(environ.get("SESSIONS_HOST") or "").strip() or cls.host,
             public_url=environ.get("SESSIONS_PUBLIC_URL") or None,
             log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
+            log_format=_log_format(environ),
+            metrics_port=_int(environ, "SESSIONS_METRICS_PORT", 9465, 0),
+            metrics_host=environ.get("SESSIONS_METRICS_HOST") or "127.0.0.1",
+            auth_cache_seconds=_int(environ, "SESSIONS_AUTH_CACHE_SECONDS", 5, 0),
             sse_default_wait_seconds=_int(environ, "SESSIONS_SSE_WAIT_SECONDS", 60, 1),
             sse_ping_interval_seconds=float(_int(environ, "SESSIONS_SSE_PING_SECONDS", 15, 1)),
             web_concurrency=_int(environ, "WEB_CONCURRENCY", cls.web_concurrency, 1),
@@ -148,6 +166,5 @@ class Settings:
             graceful_timeout_seconds=_int(environ, "SESSIONS_GRACEFUL_TIMEOUT", cls.graceful_timeout_seconds),
             keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
             client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
-            auth_cache_seconds=_int(environ, "SESSIONS_AUTH_CACHE_SECONDS", 5, 0),
             replication=ReplicationSettings.from_env(environ),
         )

@@ -276,9 +276,18 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     if settings.database_url.startswith("sqlite"):
         _migrate(settings)
         _ensure_dev_environment(settings)
+    from session_web import metrics_dir
+
+    # Before the server module loads: prometheus_client picks its storage when first imported.
+    made = metrics_dir.prepare_multiprocess_dir(os.environ) if settings.metrics_port else None
     from session_web.server import run
 
-    run(host=host or settings.host, port=port or settings.port, workers=workers)
+    master = os.getpid()
+    try:
+        run(host=host or settings.host, port=port or settings.port, workers=workers)
+    finally:
+        if os.getpid() == master:  # workers are forked inside run() and unwind through here too
+            metrics_dir.remove_dir(made)
 
 
 @main.command()
