@@ -155,3 +155,12 @@ def test_a_database_url_we_cannot_use_is_one_line(url):
     line = one_line_error(run("env", "list", database_url=url))
 
     assert line.startswith("Error: DATABASE_URL is not a database URL we can use")
+
+
+def test_migrate_against_an_unreachable_database_is_one_line():
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+
+    line = one_line_error(run("migrate", database_url=url))
+
+    assert line.startswith("Error: migration failed at postgresql+psycopg2://postgres@127.0.0.1")
+    assert line.endswith("(check DATABASE_URL and that the server is up)")

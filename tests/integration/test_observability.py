@@ -198,3 +198,16 @@ def test_the_pool_gauge_counts_checked_out_connections(engine):
     after = checked_out()
 
     assert (during - before, after - before) == (1, 0)
+
+
+def test_an_unhandled_error_is_logged_with_the_request_id_the_client_got(sqlite_app_with, caplog):
+    app = sqlite_app_with(None)
+    app.add_url_rule("/boom", "boom", lambda: 1 / 0)
+
+    response = app.test_client().get("/boom", headers={"X-Request-Id": "boom-1"})
+
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("unhandled error")]
+    assert response.status_code == 500
+    assert response.headers["X-Request-Id"] == "boom-1"
+    assert logged.getMessage() == "unhandled error request_id=boom-1"
+    assert logged.exc_info[0] is ZeroDivisionError
