@@ -71,7 +71,7 @@ def main() -> int:
     except ConfigError as exc:
         logger.error("replicator not started: %s", exc)
         return EXIT_SETUP
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # It logs every failed connect with a traceback; our own retry line already says it in one.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     wakeup = Wakeup()

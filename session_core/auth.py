@@ -146,13 +146,14 @@ def mint_token(
 class CachedEnvironments:
     """An ``EnvironmentLookup`` that remembers what it found, so most requests skip the database.
 
-    Environments and their keys never change once created, so a found environment is kept for
-    ``ttl_seconds`` (bounding how long a deleted one stays usable); misses are not kept. ``load``
-    opens a read-only unit of work.
+    An environment changes only when its key is rotated, so a found environment is kept for
+    ``ttl_seconds``: that bounds how long a rotated-out key (or a deleted environment) stays usable
+    in this process. Misses are not kept, so a new key works at once. ``load`` opens a read-only
+    unit of work.
     """
 
     def __init__(
-        self, load: Callable[[], UnitOfWorkLike], ttl_seconds: float = 60.0, max_entries: int = 10_000
+        self, load: Callable[[], UnitOfWorkLike], ttl_seconds: float = 5.0, max_entries: int = 10_000
     ) -> None:
         self._load = load
         self._ttl = ttl_seconds

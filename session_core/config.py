@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from session_core.logs import LOG_FORMATS, LogFormat
+
 DEFAULT_DATABASE_URL = "sqlite:///sessions.db"
 #: Connections a gevent worker keeps beyond its live reads, for appends and the control plane.
 CONNECTION_HEADROOM = 1000
@@ -66,6 +68,14 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def _log_format(environ: Mapping[str, str]) -> LogFormat:
+    raw = (environ.get("LOG_FORMAT") or "text").strip().lower()
+    for log_format in LOG_FORMATS:
+        if raw == log_format:
+            return log_format
+    raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class ReplicationSettings:
     """The replicator's ``SESSION_REPLICATION_*`` settings (wire reference §9)."""
@@ -119,6 +129,12 @@ class Settings:
     host: str = "127.0.0.1"
     public_url: str | None = None
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    # The web service's Prometheus endpoint: its own port (0: off), never the public one.
+    metrics_port: int = 9465
+    metrics_host: str = "127.0.0.1"
+    # How long a web worker trusts an API key it looked up: the most a rotated-out key lives on.
+    auth_cache_seconds: int = 5
     # Realtime: how long an SSE read may stay open, how often it pings, how much one read returns.
     sse_default_wait_seconds: int = 60
     sse_ping_interval_seconds: float = 15.0
@@ -155,6 +171,10 @@ class Settings:
             host=(environ.get("SESSIONS_HOST") or "").strip() or cls.host,
             public_url=environ.get("SESSIONS_PUBLIC_URL") or None,
             log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
+            log_format=_log_format(environ),
+            metrics_port=_int(environ, "SESSIONS_METRICS_PORT", 9465, 0),
+            metrics_host=environ.get("SESSIONS_METRICS_HOST") or "127.0.0.1",
+            auth_cache_seconds=_int(environ, "SESSIONS_AUTH_CACHE_SECONDS", 5, 0),
             sse_default_wait_seconds=_int(environ, "SESSIONS_SSE_WAIT_SECONDS", 60, 1),
             sse_ping_interval_seconds=float(_int(environ, "SESSIONS_SSE_PING_SECONDS", 15, 1)),
             web_concurrency=_int(environ, "WEB_CONCURRENCY", cls.web_concurrency, 1),

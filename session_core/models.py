@@ -50,6 +50,16 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class EnvironmentSummary:
+    """What an operator sees of an environment in a listing: never its key."""
+
+    id: str
+    slug: str
+    type: EnvironmentType
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Session:
     id: str
     friendly_id: str

@@ -15,6 +15,9 @@ from session_core.services.runs import RecordingLauncher, RunLauncher
 from session_core.streams.wakeups import WakeupHub, start_tail_feed
 from session_web import console, control, cors, openapi, realtime, s2
 from session_web.errors import register_error_handlers
+from session_web.health import bp as health_bp
+from session_web.metrics import watch_pool
+from session_web.request_log import observe_requests
 from session_web.routing import SessionRefConverter
 from session_web.services import Services
 
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = make_engine(settings.database_url)
+    watch_pool(engine)
     app.extensions["sessions"] = Services(
         settings=settings,
         engine=engine,
@@ -46,10 +50,12 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
         # Live readers' wake-ups; the cross-process feed starts with the first live read.
         hub=WakeupHub(start_feed=lambda hub: start_tail_feed(engine, hub)),
     )
+    observe_requests(app)  # first: a CORS preflight answers early and skips later hooks
     cors.init_app(app)
     register_error_handlers(app)
     app.url_map.converters["session"] = SessionRefConverter
     app.register_blueprint(control.bp)
+    app.register_blueprint(health_bp)
     app.register_blueprint(realtime.bp)
     app.register_blueprint(s2.bp)
     app.register_blueprint(openapi.bp)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +28,7 @@ from session_core.errors import (
     Unavailable,
     VersionMismatch,
 )
+from session_web.request_log import REQUEST_ID_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,10 @@ def _database_unavailable(error: sa_exc.DBAPIError) -> Response:
 
 
 def _unexpected(error: Exception) -> Response:
-    logger.exception("unhandled error")
+    request_id = request.environ.get(REQUEST_ID_KEY)
+    logger.exception(
+        "unhandled error request_id=%s", request_id, extra={"fields": {"request_id": request_id}}
+    )
     return error_response(500, "Internal Server Error")
 
 

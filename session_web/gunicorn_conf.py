@@ -5,6 +5,7 @@ Every value comes from ``Settings.from_env``, so a bad one names its variable.
 
 import os
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from session_core.config import Settings
@@ -27,6 +28,22 @@ keepalive = _settings.keepalive_seconds
 accesslog = None
 # No shared $HOME/.gunicorn/gunicorn.ctl: several servers on one machine would fight over it.
 control_socket_disable = True
+
+
+def when_ready(server: Arbiter) -> None:
+    """Serve the workers' metrics from the master, on a port of their own (``session_web.metrics``)."""
+    from session_web import metrics, metrics_dir
+
+    if _settings.metrics_port and os.environ.get(metrics_dir.MULTIPROC_DIR_VARIABLE):
+        metrics.serve(_settings.metrics_host, _settings.metrics_port)
+
+
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """Forget an exited worker's live gauges (open SSE readers, checked-out connections)."""
+    from session_web import metrics, metrics_dir
+
+    if os.environ.get(metrics_dir.MULTIPROC_DIR_VARIABLE):
+        metrics.forget_worker(worker.pid)
 
 
 def post_worker_init(worker: Worker) -> None:

@@ -19,6 +19,7 @@ from session_core.scopes import Principal
 from session_core.services import channels as service
 from session_core.services.streams import ReadStart, resolve_start
 from session_web import sse
+from session_web.metrics import count_append
 from session_web.routing import api_route, read_body
 from session_web.services import Services, services
 
@@ -168,6 +169,7 @@ def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[s
         service.ChannelAppend(principal, body, part, utcnow()),
         s.settings.part_id_ttl_seconds,
     )
+    count_append(channel_io, 1, len(raw))
     return {"ok": True, "seq": seq}
 
 

@@ -17,12 +17,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
-from session_core.models import ChannelRecord, utcnow
+from session_core.models import IOS, ChannelRecord, utcnow
 from session_core.scopes import Principal
 from session_core.services import streams as service
 from session_core.services.channels import epoch_ms
 from session_core.streams.store import MAX_POSITION, NewRecord, SeqNumMismatch
-from session_web import s2_proto, sse
+from session_web import metrics, s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
 from session_web.services import services
 
@@ -35,6 +35,12 @@ DEFAULT_READ_COUNT = 1000
 MAX_UNARY_WAIT_SECONDS = 60
 #: ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses), and few enough for ``int``.
 _QUERY_INT = re.compile(r"[0-9]{1,19}")
+
+
+def stream_io(name: str) -> str:
+    """The channel a stream name ends with (``in``/``out``) as metrics label it; ``other`` otherwise."""
+    io = name.rsplit("/", 1)[-1]
+    return io if io in IOS else "other"
 
 
 def _is_base64() -> bool:
@@ -154,6 +160,7 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     ack = service.append_to_stream(
         services().uow(), key, records, epoch_ms(utcnow()), match_seq_num, fencing_token
     )
+    metrics.count_append(stream_io(name), len(records), sum(len(r.body.encode()) for r in records))
     if s2_proto.CONTENT_TYPE in request.headers.get("Accept", ""):
         return Response(s2_proto.encode_append_ack(ack), mimetype=s2_proto.CONTENT_TYPE)
     return jsonify(

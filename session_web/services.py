@@ -34,7 +34,7 @@ class Services:
     environments: CachedEnvironments = field(init=False)
 
     def __post_init__(self) -> None:
-        self.environments = CachedEnvironments(self.read_uow)
+        self.environments = CachedEnvironments(self.read_uow, self.settings.auth_cache_seconds)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub, pg_prepare=self.settings.pg_prepare)

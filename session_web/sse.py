@@ -8,6 +8,7 @@ runs through ``fetch`` (one short unit of work) and waits on a hub subscription 
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import time
 import weakref
@@ -22,6 +23,7 @@ from session_core.services.channels import MAX_BATCH_BYTES, read_batch
 from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
+from session_web import metrics
 from session_web.services import Services
 
 #: Headers every SSE response carries: no caching, no proxy buffering, v2 wire for Trigger's client.
@@ -127,6 +129,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _observe_delivery(records: list[ChannelRecord], opened_ms: int) -> None:
+    """Time how long the oldest record appended since the read opened waited for this delivery.
+
+    Records from before the read are catch-up, not delivery; timestamps never decrease along a
+    channel, so the first new record is found by bisection.
+    """
+    if records[-1].timestamp < opened_ms:
+        return
+    first_new = records[bisect.bisect_left(records, opened_ms, key=lambda r: r.timestamp)]
+    metrics.observe_delivery((_now_ms() - first_new.timestamp) / 1000)
+
+
 def tail_events(
     fetch: Callable[[int], ReadBatch],
     hub: WakeupHub,
@@ -144,8 +158,9 @@ def tail_events(
     the first read and dropped at the end, also when the client goes away and the server closes
     this generator.
     """
-    with hub.subscribe(key) as subscription:
-        yield ping_event(_now_ms())
+    with hub.subscribe(key) as subscription, metrics.open_subscriber():
+        opened_ms = _now_ms()
+        yield ping_event(opened_ms)
         next_seq, counted, metered = start_seq, 0, 0
         last_event_at = clock()
         idle_until = last_event_at + options.wait_seconds
@@ -160,6 +175,7 @@ def tail_events(
                 metered += size
                 next_seq = records[-1].seq_num + 1
                 yield event("batch", data, f"{next_seq},{counted},{metered}")
+                _observe_delivery(records, opened_ms)
                 last_event_at = clock()
                 idle_until = last_event_at + options.wait_seconds
             if is_done:

@@ -12,7 +12,7 @@ from session_core.logs import configure_logging  # noqa: E402
 from session_web.app import create_app  # noqa: E402
 
 settings = Settings.from_env(os.environ)
-configure_logging(settings.log_level)
+configure_logging(settings.log_level, settings.log_format)
 app = create_app(settings)
 # Everything loaded so far lives as long as the worker: keep it out of the collector's full passes,
 # which a catch-up read's thousands of records would otherwise trigger over all of it.

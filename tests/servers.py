@@ -127,6 +127,7 @@ class PostgresServer:
         self.pid = pid
         self.dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         self.url = self.database_url("postgres")
+        self.options = ""  # the server options `start_postgres` started it with, for `resume()`
 
     def database_url(self, name: str) -> str:
         """Return the SQLAlchemy URL of database `name` on this cluster."""
@@ -170,6 +171,30 @@ class PostgresServer:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql, params)
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown) but keep its files, so `resume()` starts it again."""
+        data = self.base / "data"
+        _run_or_fail(
+            _as_postgres_user([str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            self.base / "server.log",
+        )
+
+    def resume(self) -> None:
+        """Start a `pause()`d server again on the same port and files."""
+        data = self.base / "data"
+        pg_ctl = [
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+        ]
+        _run_or_fail(_as_postgres_user([*pg_ctl, "-o", self.options, "start"]), self.base / "server.log")
+        self.pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
 
     def stop(self) -> None:
         """Stop the cluster immediately (pg_ctl signals the postmaster PID) and delete its files."""
@@ -216,6 +241,7 @@ def start_postgres() -> PostgresServer:
         shutil.rmtree(base, ignore_errors=True)
         raise
     server = PostgresServer(bindir, base, port, pid)
+    server.options = options
     atexit.register(server.stop)
     return server
 
@@ -330,6 +356,8 @@ class LiveServer:
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLICKHOUSE_URL")}
+        # Metrics off unless a test asks for them: parallel servers would contend for the default port.
+        self.env["SESSIONS_METRICS_PORT"] = "0"
         self.env.update(env or {})
         self.env["DATABASE_URL"] = database_url
         if clickhouse_url:

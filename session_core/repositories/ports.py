@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from session_core.cursors import SessionKey
-from session_core.models import Environment, Session, SessionRun, SessionStatus
+from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, SessionStatus
 
 Direction = Literal["forward", "backward"]
 
@@ -85,3 +85,7 @@ class EnvironmentRepository(Protocol):
     def get_by_api_key_hash(self, api_key_hash: str) -> Environment | None: ...
 
     def get_by_slug(self, slug: str) -> Environment | None: ...
+
+    def list_summaries(self) -> list[EnvironmentSummary]: ...
+
+    def replace_api_key(self, environment_id: str, api_key: str, api_key_hash: str) -> None: ...

@@ -18,7 +18,15 @@ from session_core.cursors import SessionKey
 from session_core.db.tables import environments, session_runs, sessions
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
-from session_core.models import Environment, EnvironmentType, RunReason, Session, SessionRun, SessionStatus
+from session_core.models import (
+    Environment,
+    EnvironmentSummary,
+    EnvironmentType,
+    RunReason,
+    Session,
+    SessionRun,
+    SessionStatus,
+)
 from session_core.repositories.ports import SessionFilters, SessionListQuery
 from session_core.text import is_storable
 
@@ -233,6 +241,22 @@ class SqlEnvironmentRepository:
         if not is_storable(slug):
             return None
         return self._one(environments.c.slug == slug)
+
+    def list_summaries(self) -> list[EnvironmentSummary]:
+        """Every environment, oldest first."""
+        rows = self._conn.execute(
+            sa.select(
+                environments.c.id, environments.c.slug, environments.c.type, environments.c.created_at
+            ).order_by(environments.c.created_at, environments.c.id)
+        )
+        return [EnvironmentSummary(r.id, r.slug, EnvironmentType(r.type), r.created_at) for r in rows]
+
+    def replace_api_key(self, environment_id: str, api_key: str, api_key_hash: str) -> None:
+        self._conn.execute(
+            sa.update(environments)
+            .where(environments.c.id == environment_id)
+            .values(api_key=api_key, api_key_hash=api_key_hash)
+        )
 
     def first(self) -> Environment | None:
         """The oldest environment: it fixes the installation's organisation and project."""
