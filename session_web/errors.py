@@ -80,7 +80,12 @@ def error_response(status: int, message: str, details: list[dict[str, Any]] | No
 
 def _sessions_error(error: SessionsError) -> Response:
     details = error.details if isinstance(error, InvalidInput) and not isinstance(error, BadRequest) else None
-    return error_response(status_for(error), error.message, details)
+    response = error_response(status_for(error), error.message, details)
+    retry_after = getattr(error, "retry_after_seconds", None)
+    if retry_after is not None:  # told to come back later: its connection is not kept meanwhile
+        response.headers["Retry-After"] = str(retry_after)
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _http_error(error: HTTPException) -> Response:

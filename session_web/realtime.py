@@ -179,15 +179,19 @@ def subscribe_to_channel(
 ) -> Response | tuple[str, int, dict[str, str]]:
     s = services()
     channel_io = parse_io(io)
-    peek = request.headers.get("X-Peek-Settled") == "1" and request.method != "HEAD"
+    is_head = request.method == "HEAD"
+    if not is_head:
+        s.live_reads.check()  # a full worker refuses before doing any work
+    peek = request.headers.get("X-Peek-Settled") == "1" and not is_head
     live = service.open_live_read(s.read_uow, principal, session_ref, channel_io, peek)
-    if request.method == "HEAD":
+    if is_head:
         return "", 200, {"X-Last-Chunk-Index": "0"}
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
     wait = parse_timeout_seconds(request.headers.get("Timeout-Seconds"), s.settings.sse_default_wait_seconds)
     options = sse.TailOptions(0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds)
     events = sse.live_events(s, live.key, _start_seq(s, live.key), options)
-    return sse.event_stream(events, {"X-Session-Settled": "true"} if live.is_settled else None)
+    headers = {"X-Session-Settled": "true"} if live.is_settled else None
+    return s.live_reads.hold(sse.event_stream(events, headers))
 
 
 def _start_seq(s: Services, key: str) -> int:

@@ -183,7 +183,7 @@ def read_stream(principal: Principal, name: str) -> Response:
         options = sse.TailOptions(
             math.inf if wait is None else wait, s.settings.sse_ping_interval_seconds, limits, is_base64
         )
-        return sse.event_stream(sse.live_events(s, key, start_seq, options))
+        return s.live_reads.hold(sse.event_stream(sse.live_events(s, key, start_seq, options)))
     count = min(limits.count or DEFAULT_READ_COUNT, s.settings.read_batch_limit)
     limits = service.ReadLimits(
         count, min(limits.bytes or MAX_BATCH_METERED_BYTES, MAX_BATCH_METERED_BYTES), limits.until

@@ -17,6 +17,7 @@ from session_core.streams.flight import SingleFlight
 from session_core.streams.group_commit import GroupCommit
 from session_core.streams.store import ReadBatch
 from session_core.streams.wakeups import WakeupHub
+from session_web.live_reads import LiveReads
 
 
 @dataclass
@@ -32,9 +33,12 @@ class Services:
     appends: AppendGroups = field(default_factory=GroupCommit)
     #: Environments by key and id, remembered so authenticating a request costs no round trip.
     environments: CachedEnvironments = field(init=False)
+    #: The live reads (SSE) this worker holds, admitted up to ``settings.max_live_reads``.
+    live_reads: LiveReads = field(init=False)
 
     def __post_init__(self) -> None:
         self.environments = CachedEnvironments(self.read_uow, self.settings.auth_cache_seconds)
+        self.live_reads = LiveReads(self.settings.max_live_reads)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub, pg_prepare=self.settings.pg_prepare)
