@@ -458,12 +458,22 @@ def read_page(
 
 
 def is_settled(uow: UnitOfWork, key: str) -> bool:
-    """Whether the channel's last non-command record is a turn-complete (a settled ``.out``)."""
+    """Whether the channel's last non-command record is a turn-complete (a settled ``.out``).
+
+    The last records are read in byte-bounded batches, keeping only the last non-command one, so
+    a channel ending in huge records costs no more memory than one read batch.
+    """
+    last: ChannelRecord | None = None
     with uow:
         tail = uow.channels.tail(key)
-        records = uow.channels.read(key, max(0, tail.seq_num - SETTLED_PEEK_RECORDS), SETTLED_PEEK_RECORDS)
-    data_records = [record for record in records if not is_command_record(record)]
-    return bool(data_records) and is_turn_complete(data_records[-1])
+        start = max(0, tail.seq_num - SETTLED_PEEK_RECORDS)
+        while start < tail.seq_num:
+            records = uow.channels.read(key, start, tail.seq_num - start, MAX_BATCH_BYTES)
+            if not records:
+                break
+            last = next((r for r in reversed(records) if not is_command_record(r)), last)
+            start = records[-1].seq_num + 1
+    return last is not None and is_turn_complete(last)
 
 
 @dataclass(frozen=True)

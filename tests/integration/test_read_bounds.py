@@ -109,3 +109,26 @@ def test_an_append_is_limited_by_what_it_stores(client, env, make_session):
     assert refused.status_code == 413
     assert "once stored" in refused.get_json()["error"]
     assert drained.get_json()["records"] == []
+
+
+def test_a_settled_peek_finds_the_turn_complete_behind_huge_records(client, env, make_session):
+    """The peek reads the channel's last records in byte-bounded batches and still finds the end."""
+    ref = make_session()["externalId"]
+    key = channel_key(env.id, ref, "out")
+    with UnitOfWork(client.application.extensions["sessions"].engine) as uow:
+        uow.channels.append(key, [NewRecord("x" * 700_000)] * 4, now_ms=1)
+        uow.channels.append(key, [NewRecord("", [["trigger-control", "turn-complete"]])], now_ms=1)
+        uow.commit()
+
+    peek = client.get(channel(ref, "out"), headers={**bearer(env.api_key), "X-Peek-Settled": "1"})
+
+    assert peek.headers.get("X-Session-Settled") == "true"
+    assert [r["seq_num"] for batch in _batches(peek) for r in batch] == [0, 1, 2, 3, 4]
+
+
+def _batches(response):
+    return [
+        json.loads(block.split("data: ", 1)[1])["records"]
+        for block in response.get_data(as_text=True).split("\n\n")
+        if block.startswith("event: batch")
+    ]
