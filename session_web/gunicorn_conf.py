@@ -29,6 +29,18 @@ accesslog = None
 # No shared $HOME/.gunicorn/gunicorn.ctl: several servers on one machine would fight over it.
 control_socket_disable = True
 
+if _settings.log_format == "json":
+    # gunicorn's own lines as JSON too (workers set up their own logging in ``wsgi``), each written
+    # once. Its access log stays off: it would log query strings; ``request_log`` writes ours.
+    logconfig_dict = {
+        "root": {"level": "INFO", "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+        "formatters": {"generic": {"()": "session_core.logs.JsonFormatter"}},
+    }
+
 
 def when_ready(server: Arbiter) -> None:
     """Serve the workers' metrics from the master, on a port of their own (``session_web.metrics``)."""

@@ -181,3 +181,13 @@ def test_each_request_is_one_json_access_line_without_token_or_query(server, key
     log = server.log_path.read_text(errors="replace")
     assert key not in log
     assert "hunter2" not in log
+
+
+def test_with_log_format_json_gunicorns_own_lines_are_json_too(server):
+    lines = [
+        line for line in server.log_path.read_text(errors="replace").splitlines() if "Booting worker" in line
+    ]
+
+    entries = [json.loads(line) for line in lines]
+    assert len(entries) == 2  # one per worker, each written once
+    assert {entry["logger"] for entry in entries} == {"gunicorn.error"}
