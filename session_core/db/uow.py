@@ -12,20 +12,23 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlSessionRepository,
     SqlSessionRunRepository,
 )
-from session_core.streams.store import ReadBatch, SqlChannelStore
+from session_core.streams.store import ReadBatch, SqlChannelStore, StreamStore
 from session_core.streams.wakeups import WakeupHub
 
 
 class UnitOfWork:
-    sessions: SqlSessionRepository
-    environments: SqlEnvironmentRepository
-    runs: SqlSessionRunRepository
-    channels: SqlChannelStore
+    """The SQL unit of work; ``repositories.memory.MemoryUnitOfWork`` is the unit tests' stand-in."""
+
+    sessions: SessionRepository
+    environments: EnvironmentRepository
+    runs: SessionRunRepository
+    channels: StreamStore
 
     def __init__(
         self,

@@ -1,16 +1,26 @@
-"""Repository ports: what the services need from storage, named for the use, not for CRUD."""
+"""Repository ports: what the services need from storage, named for the use, not for CRUD.
+
+``repositories/sql.py`` implements them for SQLite and PostgreSQL, ``repositories/memory.py`` for
+the unit tests; the unit of work exposes them (``uow.sessions``, ``uow.runs``, ``uow.environments``)
+typed as these protocols, so a use case can only call what every implementation has.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from session_core.cursors import SessionKey
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, SessionStatus
 
 Direction = Literal["forward", "backward"]
+#: The ``Conflict`` message of every ``SessionRepository`` when an externalId is taken.
+EXTERNAL_ID_TAKEN = "A session with this externalId already exists in this environment"
+#: A row lock a read may take: ``share`` for a transaction that only reads the row and must keep it
+#: as read until it commits, ``update`` for one that will write it (see ``get_by_ref``).
+RowLock = Literal["share", "update"]
 
 
 @dataclass(frozen=True)
@@ -56,18 +66,22 @@ class SessionLister(Protocol):
 
 
 class SessionRepository(Protocol):
-    def get_by_ref(self, environment_id: str, session_ref: str) -> Session | None: ...
+    def get_by_ref(
+        self, environment_id: str, session_ref: str, *, lock: RowLock | None = None
+    ) -> Session | None: ...
+
+    def get(self, session_id: str) -> Session: ...
 
     def get_many(self, environment_id: str, ids: Sequence[str]) -> list[Session]: ...
 
     def insert_or_get(self, session: Session) -> Session: ...
 
-    def update_fields(self, session_id: str, changes: dict[str, object], now: datetime) -> Session: ...
+    def update_fields(self, session_id: str, changes: dict[str, Any], now: datetime) -> Session: ...
 
     def close_if_open(self, session_id: str, reason: str | None, now: datetime) -> Session: ...
 
     def claim_run(
-        self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = ...
+        self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = None
     ) -> bool: ...
 
 
@@ -78,7 +92,7 @@ class SessionRunRepository(Protocol):
 
 
 class EnvironmentRepository(Protocol):
-    def add(self, environment: Environment) -> None: ...
+    def add(self, environment: Environment, api_key_hash: str, now: datetime) -> None: ...
 
     def get(self, environment_id: str) -> Environment | None: ...
 
@@ -89,3 +103,5 @@ class EnvironmentRepository(Protocol):
     def list_summaries(self) -> list[EnvironmentSummary]: ...
 
     def replace_api_key(self, environment_id: str, api_key: str, api_key_hash: str) -> None: ...
+
+    def first(self) -> Environment | None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,13 +27,8 @@ from session_core.models import (
     SessionRun,
     SessionStatus,
 )
-from session_core.repositories.ports import SessionFilters, SessionListQuery
+from session_core.repositories.ports import EXTERNAL_ID_TAKEN, RowLock, SessionFilters, SessionListQuery
 from session_core.text import is_storable
-
-EXTERNAL_ID_TAKEN = "A session with this externalId already exists in this environment"
-#: A row lock a read may take: ``share`` for a transaction that only reads the row and must keep it
-#: as read until it commits, ``update`` for one that will write it (see ``get_by_ref``).
-RowLock = Literal["share", "update"]
 
 
 def _is_postgres(conn: sa.Connection) -> bool:

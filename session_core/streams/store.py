@@ -157,7 +157,11 @@ class SeqNumMismatch(VersionMismatch):
 
 
 class StreamStore(Protocol):
-    """Append-only channels addressed by key. Implementations work inside the caller's transaction."""
+    """Append-only channels addressed by key. Implementations work inside the caller's transaction.
+
+    ``SqlChannelStore`` is the one in production, ``streams.memory.MemoryChannelStore`` the unit
+    tests' fake; ``tests/integration/test_store_contract.py`` holds both to one contract.
+    """
 
     def append(
         self,
@@ -178,6 +182,16 @@ class StreamStore(Protocol):
         now_ms: int,
         part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
     ) -> list[AppendAck]: ...
+
+    def append_while_open(
+        self,
+        session: OpenSession,
+        io: Io,
+        appends: Sequence[Append],
+        *,
+        now_ms: int,
+        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
+    ) -> GuardedAppend: ...
 
     def read(
         self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
@@ -241,7 +255,7 @@ def validate_append(key: str, append: Append) -> None:
 
 
 @dataclass
-class _GroupPlan:
+class GroupPlan:
     """Which appends of a group write, at which offset from the tail, and which repeat a part id.
 
     ``seen`` maps an append to the ``(seq_num, created_at)`` its part id got on the channel,
@@ -255,7 +269,7 @@ class _GroupPlan:
     new_parts: list[tuple[str, int]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, appends: Sequence[Append], seen_parts: Mapping[str, tuple[int, int]]) -> _GroupPlan:
+    def of(cls, appends: Sequence[Append], seen_parts: Mapping[str, tuple[int, int]]) -> GroupPlan:
         plan = cls()
         first_of_part: dict[str, int] = {}
         for index, item in enumerate(appends):
@@ -712,7 +726,7 @@ class SqlChannelStore:
             }
         )
         seen: dict[str, tuple[int, int]] = {}
-        plan = _GroupPlan.of(appends, seen)
+        plan = GroupPlan.of(appends, seen)
         while True:
             wanted = wanted_timestamps(plan.records, now_ms)
             rows = self._conn.exec_driver_sql(
@@ -740,7 +754,7 @@ class SqlChannelStore:
             found = {r.seen_part: (r.seen_seq, r.seen_at) for r in rows if r.seen_part is not None}
             if found:  # nothing was written: plan again, answering these from the channel
                 seen.update(found)
-                plan = _GroupPlan.of(appends, seen)
+                plan = GroupPlan.of(appends, seen)
                 if not plan.records:  # all of them repeat part ids (the lock is held: the tail stands)
                     tail = StreamPosition(row.next_seq, row.last_timestamp)
                     return plan.acks(appends, tail.seq_num, [], tail, now_ms), row
@@ -772,7 +786,7 @@ class SqlChannelStore:
                 _SQLITE_SEEN, {"k": key, "parts": parts, "fresh_after": now_ms - ttl_ms}
             )
             seen = {part: (seq_num, created_at) for part, seq_num, created_at in found}
-        plan = _GroupPlan.of(appends, seen)
+        plan = GroupPlan.of(appends, seen)
         tail = StreamPosition(next_seq, previous)
         if not plan.records:
             return plan.acks(appends, next_seq, [], tail, now_ms)

@@ -1,0 +1,168 @@
+"""The session and channel use cases on the in-memory fakes: no database, no sockets, no clock.
+
+``MemoryUnitOfWork`` stands where the SQL unit of work stands in production (cosmicpython's
+``FakeUnitOfWork``); ``tests/integration/test_store_contract.py`` holds both to the same contract.
+"""
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
+from session_core.models import Environment, EnvironmentType
+from session_core.repositories.memory import MemoryUnitOfWork
+from session_core.scopes import Principal, PrincipalKind
+from session_core.services import channels, sessions
+from session_core.services.runs import RecordingLauncher
+from session_core.streams.group_commit import GroupCommit
+
+NOW = datetime(2026, 6, 1, 12)
+ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_" + "k" * 32)
+SECRET_KEY = Principal(ENV, PrincipalKind.PRIVATE)
+
+
+class Launcher(RecordingLauncher):
+    """Names runs in order; the runs in ``dead`` are no longer live."""
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.dead: set[str] = set()
+
+    def trigger(self, session, payload, reason):
+        self.started.append(f"run_{len(self.started) + 1}")
+        return self.started[-1]
+
+    def is_live(self, run_id):
+        return run_id not in self.dead
+
+
+@pytest.fixture
+def uow():
+    return MemoryUnitOfWork()
+
+
+@pytest.fixture
+def launcher():
+    return Launcher()
+
+
+def create(uow, launcher, external_id="chat-1", **fields):
+    data = {
+        "type": "chat.agent",
+        "task_identifier": "agent",
+        "trigger_config": {},
+        "external_id": external_id,
+    }
+    return sessions.create_session(uow, launcher, SECRET_KEY, {**data, **fields}, NOW)
+
+
+def append(uow, launcher, session_ref, body, principal=SECRET_KEY, io="in", part=None, now=NOW):
+    return channels.append_to_channel(
+        uow,
+        launcher,
+        GroupCommit(),
+        session_ref,
+        io,
+        channels.ChannelAppend(principal, body, part, now),
+        part_id_ttl_seconds=300,
+    )
+
+
+def read(uow, session_ref, io="in"):
+    key = channels.resolve_channel_for_read(uow, SECRET_KEY, session_ref, io)
+    return [channels.open_envelope(record)[0] for record in channels.read_page(uow, key, 0, 100, 10_000)]
+
+
+def test_creating_a_session_starts_its_first_run(uow, launcher):
+    created = create(uow, launcher)
+
+    assert not created.is_cached
+    assert created.run_id == "run_1" == created.session.current_run_id
+    assert [run.run_id for run in uow.db.runs] == ["run_1"]
+
+
+def test_creating_again_with_the_same_external_id_returns_the_open_session(uow, launcher):
+    first = create(uow, launcher)
+
+    again = create(uow, launcher)
+
+    assert again.is_cached and again.session.id == first.session.id
+    assert again.run_id == "run_1" and launcher.started == ["run_1"]  # its run is live: reused
+
+
+def test_creating_with_the_external_id_of_a_closed_session_is_a_conflict(uow, launcher):
+    first = create(uow, launcher)
+    sessions.close_session(uow, SECRET_KEY, first.session.friendly_id, "done", NOW)
+
+    with pytest.raises(Conflict):
+        create(uow, launcher)
+
+
+def test_closing_twice_keeps_the_first_close(uow, launcher):
+    created = create(uow, launcher)
+
+    first = sessions.close_session(uow, SECRET_KEY, "chat-1", "done", NOW)
+    again = sessions.close_session(uow, SECRET_KEY, "chat-1", "again", NOW + timedelta(minutes=1))
+
+    assert (first.closed_at, first.closed_reason) == (NOW, "done")
+    assert again == first
+    assert uow.sessions.get(created.session.id).closed_at == NOW
+
+
+def test_appends_land_in_order_and_read_back_as_sent(uow, launcher):
+    created = create(uow, launcher)
+
+    seq_nums = [
+        append(uow, launcher, "chat-1", "hello"),
+        append(uow, launcher, created.session.friendly_id, "again"),
+    ]
+
+    assert seq_nums == [0, 1]
+    assert read(uow, "chat-1") == ["hello", "again"]
+
+
+def test_a_retried_part_id_is_written_once(uow, launcher):
+    create(uow, launcher)
+
+    first = append(uow, launcher, "chat-1", "x", part="p1")
+    retried = append(uow, launcher, "chat-1", "x", part="p1")
+
+    assert first == retried == 0
+    assert read(uow, "chat-1") == ["x"]
+
+
+def test_an_append_to_a_session_whose_run_ended_starts_a_new_run(uow, launcher):
+    create(uow, launcher)
+    launcher.dead.add("run_1")
+
+    append(uow, launcher, "chat-1", "wake up")
+
+    assert uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id == "run_2"
+
+
+def test_appends_to_a_closed_session_an_unknown_one_or_out_with_a_token_are_refused(uow, launcher):
+    created = create(uow, launcher)
+    token = Principal(ENV, PrincipalKind.PUBLIC_JWT, ("write:sessions:chat-1",))
+    stranger = Principal(ENV, PrincipalKind.PUBLIC_JWT, ("write:sessions:chat-2",))
+
+    with pytest.raises(Forbidden):
+        append(uow, launcher, "chat-1", "x", principal=token, io="out")
+    with pytest.raises(Forbidden):
+        append(uow, launcher, "chat-1", "x", principal=stranger)
+    with pytest.raises(NotFound):
+        append(uow, launcher, "chat-2", "x")
+    sessions.close_session(uow, SECRET_KEY, created.session.friendly_id, None, NOW)
+    with pytest.raises(SessionClosed):
+        append(uow, launcher, "chat-1", "x")
+    assert read(uow, "chat-1") == []
+
+
+def test_end_and_continue_hands_the_session_to_a_new_run_once(uow, launcher):
+    create(uow, launcher)
+
+    swapped = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", "run_1", "continuation", NOW)
+    stale = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", "run_1", "continuation", NOW)
+
+    assert swapped == ("run_2", True)
+    assert stale == ("run_2", False)  # run_1 is no longer current: the fresh run_3 was cancelled
+    assert uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id == "run_2"
