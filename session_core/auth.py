@@ -95,7 +95,12 @@ def _verify_jwt(token: str, environments: EnvironmentLookup) -> Principal:
     scopes = claims.get("scopes") or []
     if claims.get("pub") is not True or not isinstance(scopes, list):
         raise Unauthenticated("Public Access Token is invalid: not a public token")
-    return Principal(environment, PrincipalKind.PUBLIC_JWT, tuple(s for s in scopes if isinstance(s, str)))
+    return Principal(
+        environment,
+        PrincipalKind.PUBLIC_JWT,
+        tuple(s for s in scopes if isinstance(s, str)),
+        expires_at=int(claims["exp"]),
+    )
 
 
 def authenticate(authorization: str | None, environments: EnvironmentLookup, *, allow_jwt: bool) -> Principal:

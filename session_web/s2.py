@@ -10,7 +10,6 @@ command) arrives as protobuf (``s2_proto``). Binary bodies other than trim comma
 from __future__ import annotations
 
 import base64
-import math
 import re
 from typing import Any
 
@@ -20,7 +19,6 @@ from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from session_core.models import IOS, ChannelRecord, utcnow
 from session_core.scopes import Principal
 from session_core.services import streams as service
-from session_core.services.channels import epoch_ms
 from session_core.streams.store import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_web import metrics, s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
@@ -149,7 +147,9 @@ def _read_past_tail(error: service.ReadPastTail) -> tuple[Response, int]:
     return jsonify({"tail": sse.position_json(error.tail)}), 416
 
 
-@api_route(bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES)
+@api_route(
+    bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES, error_style="s2"
+)
 def append_to_stream(principal: Principal, name: str) -> Response:
     key = service.stream_key(principal, name)
     raw = read_body(MAX_APPEND_BODY_BYTES)
@@ -157,9 +157,7 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     records, match_seq_num, fencing_token = (
         parse_proto_append_input(raw) if is_proto else parse_append_input(parse_json(raw), _is_base64())
     )
-    ack = service.append_to_stream(
-        services().uow(), key, records, epoch_ms(utcnow()), match_seq_num, fencing_token
-    )
+    ack = service.append_to_stream(services().uow(), key, records, utcnow(), match_seq_num, fencing_token)
     metrics.count_append(stream_io(name), len(records), sum(len(r.body.encode()) for r in records))
     if s2_proto.CONTENT_TYPE in request.headers.get("Accept", ""):
         return Response(s2_proto.encode_append_ack(ack), mimetype=s2_proto.CONTENT_TYPE)
@@ -172,7 +170,7 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     )
 
 
-@api_route(bp, "/streams/<path:name>/records", methods=["GET"])
+@api_route(bp, "/streams/<path:name>/records", methods=["GET"], error_style="s2")
 def read_stream(principal: Principal, name: str) -> Response:
     s = services()
     key = service.stream_key(principal, name)
@@ -180,9 +178,8 @@ def read_stream(principal: Principal, name: str) -> Response:
     start_seq = service.resolve_start(s.read_uow(), key, start, clamp)
     is_base64 = _is_base64()
     if "text/event-stream" in request.headers.get("Accept", ""):
-        options = sse.TailOptions(
-            math.inf if wait is None else wait, s.settings.sse_ping_interval_seconds, limits, is_base64
-        )
+        wait_seconds = sse.live_wait_seconds(wait, s.settings.sse_default_wait_seconds)
+        options = sse.TailOptions(wait_seconds, s.settings.sse_ping_interval_seconds, limits, is_base64)
         return sse.event_stream(sse.live_events(s, key, start_seq, options))
     count = min(limits.count or DEFAULT_READ_COUNT, s.settings.read_batch_limit)
     limits = service.ReadLimits(
@@ -199,7 +196,7 @@ def read_stream(principal: Principal, name: str) -> Response:
     )
 
 
-@api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"])
+@api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"], error_style="s2")
 def check_tail(principal: Principal, name: str) -> Response:
     tail = service.stream_tail(services().read_uow(), service.stream_key(principal, name))
     return jsonify({"tail": sse.position_json(tail)})
