@@ -26,8 +26,8 @@ from session_web.services import services
 
 bp = Blueprint("s2", __name__, url_prefix="/s2/v1")
 
-MAX_BATCH_RECORDS = 1000
-MAX_BATCH_METERED_BYTES = 1024 * 1024
+MAX_BATCH_RECORDS = service.MAX_BATCH_RECORDS
+MAX_BATCH_METERED_BYTES = service.MAX_BATCH_METERED_BYTES
 MAX_APPEND_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_READ_COUNT = 1000
 MAX_UNARY_WAIT_SECONDS = 60
@@ -80,23 +80,25 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
     """
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InvalidInput("Expected an object with a records array")
-    if len(data["records"]) > MAX_BATCH_RECORDS:
-        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
+    budget = service.BatchBudget()
     records = []
     for index, raw in enumerate(data["records"]):
+        budget.add_record()
         if not isinstance(raw, dict):
             raise InvalidInput(f"records[{index}] must be an object")
         headers = raw.get("headers") or []
         if not isinstance(headers, list) or not all(isinstance(h, list) and len(h) == 2 for h in headers):
             raise InvalidInput(f"records[{index}].headers must be [name, value] pairs")
+        raw_headers = []
+        for name, value in headers:
+            pair = _raw(name, is_base64, "A header name"), _raw(value, is_base64, "A header value")
+            budget.add_header(len(pair[0]), len(pair[1]))
+            raw_headers.append(pair)
+        body = _raw(raw.get("body", ""), is_base64, f"records[{index}].body")
+        budget.add_body(len(body))
         records.append(
             service.stored_record(
-                [
-                    (_raw(n, is_base64, "A header name"), _raw(v, is_base64, "A header value"))
-                    for n, v in headers
-                ],
-                _raw(raw.get("body", ""), is_base64, f"records[{index}].body"),
-                _optional_int(raw.get("timestamp"), f"records[{index}].timestamp"),
+                raw_headers, body, _optional_int(raw.get("timestamp"), f"records[{index}].timestamp")
             )
         )
     fencing_token = data.get("fencing_token")
@@ -108,8 +110,6 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
 def parse_proto_append_input(raw: bytes) -> tuple[list[NewRecord], int | None, str | None]:
     """S2's ``AppendInput`` protobuf (sent when a record is bytes, a trim command) as the JSON one."""
     parsed = s2_proto.decode_append_input(raw)
-    if len(parsed.records) > MAX_BATCH_RECORDS:
-        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
     records = [service.stored_record(r.headers, r.body, r.timestamp) for r in parsed.records]
     return _checked_batch(records), parsed.match_seq_num, parsed.fencing_token
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from session_core.db.uow import UnitOfWork
-from session_core.errors import InvalidInput, SessionsError, VersionMismatch
+from session_core.errors import InvalidInput, PayloadTooLarge, SessionsError, VersionMismatch
 from session_core.models import IOS, ChannelRecord, refuse_if_not_active
 from session_core.scopes import Principal
 from session_core.services.channels import authorize_stream, epoch_ms, read_batch
@@ -58,6 +58,51 @@ class ReadLimits:
 TRIM_COMMAND = ["", "trim"]
 #: What every session channel's stream name starts with (``stream_name``).
 SESSIONS_PREFIX = "sessions/"
+
+
+#: S2's limits on one append batch, and ours on its headers (control records carry a few each).
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_HEADERS = 10_000
+MAX_BATCH_METERED_BYTES = 1024 * 1024
+
+
+@dataclass
+class BatchBudget:
+    """Counts a batch while it is decoded and refuses it the moment it passes a limit.
+
+    A decoder calls ``add_record`` before decoding a record and ``add_header`` / ``add_body`` as
+    it reads them, so a hostile body (200,000 empty records, a record of a million empty headers)
+    costs at most a limit's worth of work before its 4xx, not the whole body's.
+    """
+
+    max_records: int = MAX_BATCH_RECORDS
+    max_headers: int = MAX_BATCH_HEADERS
+    max_metered_bytes: int = MAX_BATCH_METERED_BYTES
+    records: int = 0
+    headers: int = 0
+    metered_bytes: int = 0
+
+    def add_record(self) -> None:
+        """:raise InvalidInput: past ``max_records`` records."""
+        self.records += 1
+        if self.records > self.max_records:
+            raise InvalidInput(f"A batch holds 1 to {self.max_records} records")
+        self._meter(8)
+
+    def add_header(self, name_bytes: int, value_bytes: int) -> None:
+        """:raise InvalidInput: past ``max_headers`` headers in the batch."""
+        self.headers += 1
+        if self.headers > self.max_headers:
+            raise InvalidInput(f"A batch holds at most {self.max_headers} headers")
+        self._meter(2 + name_bytes + value_bytes)
+
+    def add_body(self, body_bytes: int) -> None:
+        self._meter(body_bytes)
+
+    def _meter(self, size: int) -> None:
+        self.metered_bytes += size
+        if self.metered_bytes > self.max_metered_bytes:
+            raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
 
 
 def stored_record(headers: list[tuple[bytes, bytes]], body: bytes, timestamp: int | None) -> NewRecord:

@@ -34,9 +34,18 @@ def claims(token):
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
+def varint(value):
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def field(number, payload):
-    """A protobuf length-delimited field (payloads here stay under 128 bytes)."""
-    return bytes([number << 3 | 2, len(payload)]) + payload
+    """A protobuf length-delimited field."""
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
 
 
 def b64(raw):
@@ -164,3 +173,25 @@ def test_an_s2_live_read_without_wait_ends_after_the_default_wait(short_wait_app
 
     assert not reader.is_alive(), "the S2 live read without wait never ended"
     assert body[0].startswith("event: ping")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (field(1, b"") * 200_000, 422, "A batch holds 1 to 1000 records"),
+        (field(1, field(2, b"") * 100_000), 422, "A batch holds at most 10000 headers"),
+    ],
+    ids=["200k_empty_records", "100k_empty_headers"],
+)
+def test_a_hostile_protobuf_append_is_refused_naming_the_limit(
+    client, env, make_session, body, status, message
+):
+    name, auth = granted(client, env, make_session()["externalId"])
+
+    response = client.post(
+        stream_url(name), data=body, headers={**auth, "Content-Type": "application/protobuf"}
+    )
+
+    assert response.status_code == status
+    assert response.get_json() == {"code": "invalid", "message": message}
+    assert client.get(stream_url(name) + "/tail", headers=auth).get_json()["tail"]["seq_num"] == 0
