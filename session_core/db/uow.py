@@ -16,6 +16,7 @@ from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlSessionRepository,
     SqlSessionRunRepository,
+    SqlSpentTokenRepository,
 )
 from session_core.streams.store import ReadBatch, SqlChannelStore
 from session_core.streams.wakeups import WakeupHub
@@ -26,6 +27,7 @@ class UnitOfWork:
     environments: SqlEnvironmentRepository
     runs: SqlSessionRunRepository
     channels: SqlChannelStore
+    spent_tokens: SqlSpentTokenRepository
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class UnitOfWork:
         self.sessions = SqlSessionRepository(self._conn)
         self.environments = SqlEnvironmentRepository(self._conn)
         self.runs = SqlSessionRunRepository(self._conn)
+        self.spent_tokens = SqlSpentTokenRepository(self._conn)
         self.channels = SqlChannelStore(
             self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
         )

@@ -22,6 +22,7 @@ from session_core.services.channels import (
 )
 from session_core.services.streams import session_of_key
 from session_web.realtime import parse_io, parse_timeout_seconds, records_item, records_json, resume_seq
+from session_web.routing import check_request_text
 from session_web.s2 import parse_append_input
 from session_web.sse import live_wait_seconds
 
@@ -263,3 +264,20 @@ def test_a_live_read_waits_what_it_asks_for_else_the_default_and_never_past_600_
 )
 def test_a_stream_key_maps_back_to_the_session_whose_channel_it_is(key, owner):
     assert session_of_key(key) == owner
+
+
+@pytest.mark.parametrize(
+    ("url_args", "headers", "message"),
+    [
+        ({"session_ref": "\x00"}, [], "Params Error"),
+        ({"session_ref": "chat", "name": "a\ud800"}, [], "Params Error"),
+        ({"session_ref": "chat"}, ["ok", "a\x00b"], "Header values must not contain the NUL character"),
+    ],
+)
+def test_text_no_database_can_hold_is_refused_in_any_path_parameter_or_header(url_args, headers, message):
+    with pytest.raises(BadRequest, match=f"^{message}$"):
+        check_request_text(url_args, headers)
+
+
+def test_storable_path_parameters_and_headers_pass():
+    check_request_text({"session_ref": "chat/ü 😀", "io": "in", "number": 3}, ["Bearer x", "1,2,3"])
