@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import secrets
+import threading
 import time
 from dataclasses import replace
 
@@ -329,3 +330,37 @@ def test_a_refused_takeover_of_a_closed_session_answers_403_not_409(client, env)
     )
 
     assert response.status_code == 403
+
+
+def test_concurrent_takeover_attempts_are_all_refused_and_change_nothing(app, env):
+    """Attackers racing each other and the owner's own idempotent creates: every attacker gets a
+    403, the owner keeps getting its session, and no attacker's triggerConfig is ever stored."""
+    client = app.test_client()
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier="other"), headers=bearer(env.api_key)
+    ).get_json()
+    attacker = bearer(mint_token(env, ["write:tasks:agent"]))
+    attack = session_body(
+        externalId=owner["externalId"], taskIdentifier="agent", triggerConfig={"basePayload": {"evil": 1}}
+    )
+    again = session_body(
+        externalId=owner["externalId"], taskIdentifier="other", triggerConfig=owner["triggerConfig"]
+    )
+    calls = [(attack, attacker)] * 6 + [(again, bearer(env.api_key))] * 2
+    start = threading.Barrier(len(calls))
+    statuses = []
+
+    def create(body, headers):
+        caller = app.test_client()
+        start.wait()
+        statuses.append((headers is attacker, caller.post(SESSIONS, json=body, headers=headers).status_code))
+
+    threads = [threading.Thread(target=create, args=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = client.get(f"{SESSIONS}/{owner['id']}", headers=bearer(env.api_key)).get_json()
+
+    assert sorted(statuses) == [(False, 200)] * 2 + [(True, 403)] * 6
+    assert after["triggerConfig"] == owner["triggerConfig"]
