@@ -202,7 +202,7 @@ def _refuse_if_session_not_active(uow: UnitOfWork, key: str, now: datetime) -> N
     owner = session_of_key(key)
     if owner is None:
         return
-    session = uow.sessions.get_by_ref(*owner, lock=True)
+    session = uow.sessions.get_by_ref(*owner, lock="share")
     if session is not None and session.addressing_key == owner[1]:
         refuse_if_not_active(session, now, "append to")
 
