@@ -77,7 +77,12 @@ def _unverified_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _verify_jwt(token: str, environments: EnvironmentLookup) -> Principal:
+#: Spends a one-time token: ``(sha256 hex of the token, its exp)`` -> True for its first use only.
+SpendToken = Callable[[str, int], bool]
+SPENT_TOKEN_MESSAGE = "Invalid Public Access Token"
+
+
+def _verify_jwt(token: str, environments: EnvironmentLookup, spend: SpendToken | None) -> Principal:
     subject = _unverified_claims(token).get("sub")
     environment = environments.get(subject) if isinstance(subject, str) else None
     if environment is None:
@@ -95,11 +100,27 @@ def _verify_jwt(token: str, environments: EnvironmentLookup) -> Principal:
     scopes = claims.get("scopes") or []
     if claims.get("pub") is not True or not isinstance(scopes, list):
         raise Unauthenticated("Public Access Token is invalid: not a public token")
-    return Principal(environment, PrincipalKind.PUBLIC_JWT, tuple(s for s in scopes if isinstance(s, str)))
+    if claims.get("otu") is True and (spend is None or not spend(hash_api_key(token), int(claims["exp"]))):
+        raise Unauthenticated(SPENT_TOKEN_MESSAGE)
+    return Principal(
+        environment,
+        PrincipalKind.PUBLIC_JWT,
+        tuple(s for s in scopes if isinstance(s, str)),
+        expires_at=int(claims["exp"]),
+    )
 
 
-def authenticate(authorization: str | None, environments: EnvironmentLookup, *, allow_jwt: bool) -> Principal:
+def authenticate(
+    authorization: str | None,
+    environments: EnvironmentLookup,
+    *,
+    allow_jwt: bool,
+    spend: SpendToken | None = None,
+) -> Principal:
     """Resolve an ``Authorization`` header to a principal.
+
+    A one-time-use JWT (``otu: true``) is spent through ``spend`` once it verifies; without
+    ``spend`` such a token is refused, as is every use after its first.
 
     :raise Unauthenticated: with the exact messages Trigger.dev's clients expect.
     """
@@ -113,7 +134,7 @@ def authenticate(authorization: str | None, environments: EnvironmentLookup, *, 
     if _looks_like_jwt(token):
         if not allow_jwt:
             raise Unauthenticated("Public JWT API keys are not allowed for this request")
-        return _verify_jwt(token, environments)
+        return _verify_jwt(token, environments, spend)
     environment = environments.get_by_api_key_hash(hash_api_key(token))
     if environment is None or not hmac.compare_digest(environment.api_key, token):
         raise Unauthenticated("Invalid API Key")

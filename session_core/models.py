@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from session_core.errors import SessionClosed
+
 JSONValue = Any  # a value json.dumps accepts; kept as an alias so signatures say what they mean
 
 Io = Literal["in", "out"]
@@ -113,3 +115,15 @@ def session_status(session: Session, now: datetime) -> SessionStatus:
     if session.expires_at is not None and session.expires_at < now:
         return SessionStatus.EXPIRED
     return SessionStatus.ACTIVE
+
+
+def refuse_if_not_active(session: Session, now: datetime, action: str) -> None:
+    """The one closed/expired rule for every write: ``Cannot {action} a closed (or expired) session``.
+
+    :raise SessionClosed: the session is closed or has expired.
+    """
+    status = session_status(session, now)
+    if status is SessionStatus.CLOSED:
+        raise SessionClosed(f"Cannot {action} a closed session")
+    if status is SessionStatus.EXPIRED:
+        raise SessionClosed(f"Cannot {action} an expired session")

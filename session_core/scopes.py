@@ -19,6 +19,8 @@ class Principal:
     environment: Environment
     kind: PrincipalKind
     scopes: tuple[str, ...] = ()
+    #: When the caller's token expires (epoch seconds); None for a secret key, which does not.
+    expires_at: int | None = None
 
     @property
     def is_secret_key(self) -> bool:

@@ -18,7 +18,7 @@ from session_web.errors import register_error_handlers
 from session_web.health import bp as health_bp
 from session_web.metrics import watch_pool
 from session_web.request_log import observe_requests
-from session_web.routing import SessionRefConverter
+from session_web.routing import SessionRefConverter, refuse_unstorable_request_text
 from session_web.services import Services
 
 #: Werkzeug refuses bodies past this before any route runs; routes set tighter limits.
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     cors.init_app(app)
     register_error_handlers(app)
     app.url_map.converters["session"] = SessionRefConverter
+    app.url_value_preprocessor(refuse_unstorable_request_text)
     app.register_blueprint(control.bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(realtime.bp)

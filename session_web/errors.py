@@ -1,9 +1,9 @@
 """The one place errors become responses.
 
 Domain errors map to statuses in ``STATUS``; the body style is chosen per route (``g.error_style``):
-JSON ``{"error": …}`` for the control plane, ``{"ok": false, "error": …}`` for appends and plain
-text where the realtime wire reference says so. Unexpected errors are logged and answered with a
-generic 500 that leaks nothing.
+JSON ``{"error": …}`` for the control plane, ``{"ok": false, "error": …}`` for appends, plain
+text where the realtime wire reference says so, and S2's ``{"code", "message"}`` on the S2
+endpoint. Unexpected errors are logged and answered with a generic 500 that leaks nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ from session_web.request_log import REQUEST_ID_KEY
 
 logger = logging.getLogger(__name__)
 
-ErrorStyle = Literal["json", "ok", "text"]
+ErrorStyle = Literal["json", "ok", "text", "s2"]
+#: The ``code`` of an error in S2's shape (``{"code", "message"}``, what ``@s2-dev/streamstore`` reads).
+S2_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    503: "unavailable",
+}
 
 # Most specific first: the first matching class decides the status.
 STATUS: list[tuple[type[SessionsError], int]] = [
@@ -60,6 +72,9 @@ def error_response(status: int, message: str, details: list[dict[str, Any]] | No
     style: ErrorStyle = g.get("error_style", "json")
     if style == "text":
         response = Response(message, status=status, mimetype="text/plain")
+    elif style == "s2":
+        response = jsonify({"code": S2_CODES.get(status, "internal"), "message": message})
+        response.status_code = status
     else:
         body: dict[str, object] = {"ok": False, "error": message} if style == "ok" else {"error": message}
         if status == 403 and style == "json":

@@ -30,7 +30,7 @@ S2_BASIN = "sessions"
 S2_PATH = "/s2/v1"
 S2_FLUSH_INTERVAL_MS = "100"
 S2_MAX_RETRIES = "10"
-MAX_TIMEOUT_SECONDS = 600
+MAX_TIMEOUT_SECONDS = sse.MAX_WAIT_SECONDS
 MAX_PART_ID_LENGTH = 256
 #: A ``GET …/records`` page holds up to this many read batches of records, and stops at the record
 #: that brings its stored bytes to ``RECORDS_PAGE_BYTES`` (the page's JSON is about that size):
@@ -136,7 +136,7 @@ def initialize_channel(
             " control characters or characters past U+00FF), so X-S2-Stream-Name cannot name its"
             " channel; append with POST …/append instead"
         )
-    endpoint = (s.settings.public_url or request.host_url).rstrip("/") + S2_PATH
+    endpoint = s.settings.base_url + S2_PATH  # never the request's Host: a client could forge it
     headers = {
         "X-S2-Access-Token": grant.access_token,
         "X-S2-Stream-Name": grant.stream_name,

@@ -2,7 +2,8 @@
 
 A view declares its limits (``max_bytes``, ``body`` schema, JWT support, error style) and gets an
 authenticated ``Principal`` plus the validated body; the order is 401, 413, 400 (empty body, bad
-JSON), 422 (schema), then the view, whose service decides 403 and 404.
+JSON), 422 (schema), then the view, whose service decides 403 and 404. Before all of them, on every
+route, path parameters and header values no database can hold are a 400.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Blueprint, g, request
@@ -21,6 +22,7 @@ from session_core.auth import authenticate
 from session_core.errors import BadRequest, PayloadTooLarge
 from session_core.schemas import load_body
 from session_core.scopes import Principal
+from session_core.text import is_storable
 from session_web.errors import ErrorStyle
 from session_web.services import services
 
@@ -41,7 +43,10 @@ class SessionRefConverter(PathConverter):
 
 def current_principal(*, allow_jwt: bool) -> Principal:
     """Authenticate the request's bearer token against the (cached) environments."""
-    return authenticate(request.headers.get("Authorization"), services().environments, allow_jwt=allow_jwt)
+    s = services()
+    return authenticate(
+        request.headers.get("Authorization"), s.environments, allow_jwt=allow_jwt, spend=s.spend_token
+    )
 
 
 def read_body(max_bytes: int) -> bytes:
@@ -50,6 +55,26 @@ def read_body(max_bytes: int) -> bytes:
     if length is None or length > max_bytes:
         raise PayloadTooLarge("Request body too large")
     return request.get_data(cache=True)
+
+
+def check_request_text(url_args: dict[str, Any], header_values: Iterable[str]) -> None:
+    """Refuse path parameters and header values no database can hold (NUL, lone surrogates).
+
+    One check for every route, before any view sees them: a session reference, a stream name or
+    a header value that reached a query could only fail there, as a 500.
+
+    :raise BadRequest: ``Params Error`` (the wire's 400 for a bad path), or a header's message.
+    """
+    if not all(is_storable(value) for value in url_args.values() if isinstance(value, str)):
+        raise BadRequest("Params Error")
+    if any("\x00" in value for value in header_values):
+        raise BadRequest("Header values must not contain the NUL character")
+
+
+def refuse_unstorable_request_text(endpoint: str | None, url_args: dict[str, Any] | None) -> None:
+    """The app's URL value preprocessor: ``check_request_text`` on every matched request, whatever
+    its blueprint, before any view (and so any query) runs."""
+    check_request_text(url_args or {}, request.headers.values())
 
 
 def _reject_constant(name: str) -> float:

@@ -10,7 +10,6 @@ command) arrives as protobuf (``s2_proto``). Binary bodies other than trim comma
 from __future__ import annotations
 
 import base64
-import math
 import re
 from typing import Any
 
@@ -20,7 +19,6 @@ from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from session_core.models import IOS, ChannelRecord, utcnow
 from session_core.scopes import Principal
 from session_core.services import streams as service
-from session_core.services.channels import epoch_ms
 from session_core.streams.store import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_web import metrics, s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
@@ -28,8 +26,8 @@ from session_web.services import services
 
 bp = Blueprint("s2", __name__, url_prefix="/s2/v1")
 
-MAX_BATCH_RECORDS = 1000
-MAX_BATCH_METERED_BYTES = 1024 * 1024
+MAX_BATCH_RECORDS = service.MAX_BATCH_RECORDS
+MAX_BATCH_METERED_BYTES = service.MAX_BATCH_METERED_BYTES
 MAX_APPEND_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_READ_COUNT = 1000
 MAX_UNARY_WAIT_SECONDS = 60
@@ -82,23 +80,25 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
     """
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InvalidInput("Expected an object with a records array")
-    if len(data["records"]) > MAX_BATCH_RECORDS:
-        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
+    budget = service.BatchBudget()
     records = []
     for index, raw in enumerate(data["records"]):
+        budget.add_record()
         if not isinstance(raw, dict):
             raise InvalidInput(f"records[{index}] must be an object")
         headers = raw.get("headers") or []
         if not isinstance(headers, list) or not all(isinstance(h, list) and len(h) == 2 for h in headers):
             raise InvalidInput(f"records[{index}].headers must be [name, value] pairs")
+        raw_headers = []
+        for name, value in headers:
+            pair = _raw(name, is_base64, "A header name"), _raw(value, is_base64, "A header value")
+            budget.add_header(len(pair[0]), len(pair[1]))
+            raw_headers.append(pair)
+        body = _raw(raw.get("body", ""), is_base64, f"records[{index}].body")
+        budget.add_body(len(body))
         records.append(
             service.stored_record(
-                [
-                    (_raw(n, is_base64, "A header name"), _raw(v, is_base64, "A header value"))
-                    for n, v in headers
-                ],
-                _raw(raw.get("body", ""), is_base64, f"records[{index}].body"),
-                _optional_int(raw.get("timestamp"), f"records[{index}].timestamp"),
+                raw_headers, body, _optional_int(raw.get("timestamp"), f"records[{index}].timestamp")
             )
         )
     fencing_token = data.get("fencing_token")
@@ -110,8 +110,6 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
 def parse_proto_append_input(raw: bytes) -> tuple[list[NewRecord], int | None, str | None]:
     """S2's ``AppendInput`` protobuf (sent when a record is bytes, a trim command) as the JSON one."""
     parsed = s2_proto.decode_append_input(raw)
-    if len(parsed.records) > MAX_BATCH_RECORDS:
-        raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
     records = [service.stored_record(r.headers, r.body, r.timestamp) for r in parsed.records]
     return _checked_batch(records), parsed.match_seq_num, parsed.fencing_token
 
@@ -149,7 +147,9 @@ def _read_past_tail(error: service.ReadPastTail) -> tuple[Response, int]:
     return jsonify({"tail": sse.position_json(error.tail)}), 416
 
 
-@api_route(bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES)
+@api_route(
+    bp, "/streams/<path:name>/records", methods=["POST"], max_bytes=MAX_APPEND_BODY_BYTES, error_style="s2"
+)
 def append_to_stream(principal: Principal, name: str) -> Response:
     key = service.stream_key(principal, name)
     raw = read_body(MAX_APPEND_BODY_BYTES)
@@ -157,9 +157,7 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     records, match_seq_num, fencing_token = (
         parse_proto_append_input(raw) if is_proto else parse_append_input(parse_json(raw), _is_base64())
     )
-    ack = service.append_to_stream(
-        services().uow(), key, records, epoch_ms(utcnow()), match_seq_num, fencing_token
-    )
+    ack = service.append_to_stream(services().uow(), key, records, utcnow(), match_seq_num, fencing_token)
     metrics.count_append(stream_io(name), len(records), sum(len(r.body.encode()) for r in records))
     if s2_proto.CONTENT_TYPE in request.headers.get("Accept", ""):
         return Response(s2_proto.encode_append_ack(ack), mimetype=s2_proto.CONTENT_TYPE)
@@ -172,7 +170,7 @@ def append_to_stream(principal: Principal, name: str) -> Response:
     )
 
 
-@api_route(bp, "/streams/<path:name>/records", methods=["GET"])
+@api_route(bp, "/streams/<path:name>/records", methods=["GET"], error_style="s2")
 def read_stream(principal: Principal, name: str) -> Response:
     s = services()
     key = service.stream_key(principal, name)
@@ -180,9 +178,8 @@ def read_stream(principal: Principal, name: str) -> Response:
     start_seq = service.resolve_start(s.read_uow(), key, start, clamp)
     is_base64 = _is_base64()
     if "text/event-stream" in request.headers.get("Accept", ""):
-        options = sse.TailOptions(
-            math.inf if wait is None else wait, s.settings.sse_ping_interval_seconds, limits, is_base64
-        )
+        wait_seconds = sse.live_wait_seconds(wait, s.settings.sse_default_wait_seconds)
+        options = sse.TailOptions(wait_seconds, s.settings.sse_ping_interval_seconds, limits, is_base64)
         return s.live_reads.hold(sse.event_stream(sse.live_events(s, key, start_seq, options)))
     count = min(limits.count or DEFAULT_READ_COUNT, s.settings.read_batch_limit)
     limits = service.ReadLimits(
@@ -199,7 +196,7 @@ def read_stream(principal: Principal, name: str) -> Response:
     )
 
 
-@api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"])
+@api_route(bp, "/streams/<path:name>/records/tail", methods=["GET"], error_style="s2")
 def check_tail(principal: Principal, name: str) -> Response:
     tail = service.stream_tail(services().read_uow(), service.stream_key(principal, name))
     return jsonify({"tail": sse.position_json(tail)})

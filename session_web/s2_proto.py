@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from session_core.errors import InvalidInput
+from session_core.services.streams import BatchBudget
 from session_core.streams.store import AppendAck, StreamPosition
 
 CONTENT_TYPE = "application/protobuf"
@@ -81,24 +82,33 @@ def _header(data: bytes) -> tuple[bytes, bytes]:
     return name, value
 
 
-def _record(data: bytes) -> ProtoRecord:
+def _record(data: bytes, budget: BatchBudget) -> ProtoRecord:
     record = ProtoRecord()
     for number, _, item in _fields(data):
         if number == 1 and isinstance(item, int):
             record.timestamp = item
         elif number == 2 and isinstance(item, bytes):
-            record.headers.append(_header(item))
+            name, value = _header(item)
+            budget.add_header(len(name), len(value))
+            record.headers.append((name, value))
         elif number == 3 and isinstance(item, bytes):
+            budget.add_body(len(item))
             record.body = item
     return record
 
 
-def decode_append_input(data: bytes) -> ProtoAppendInput:
-    """Read an ``AppendInput``. :raise InvalidInput: bytes that are not one."""
+def decode_append_input(data: bytes, budget: BatchBudget | None = None) -> ProtoAppendInput:
+    """Read an ``AppendInput``, stopping as soon as the batch passes ``budget``'s limits.
+
+    :raise InvalidInput: bytes that are not one, too many records or headers.
+    :raise PayloadTooLarge: more than 1 MiB of metered bytes.
+    """
+    budget = budget or BatchBudget()
     parsed = ProtoAppendInput()
     for number, _, item in _fields(data):
         if number == 1 and isinstance(item, bytes):
-            parsed.records.append(_record(item))
+            budget.add_record()
+            parsed.records.append(_record(item, budget))
         elif number == 2 and isinstance(item, int):
             parsed.match_seq_num = item
         elif number == 3 and isinstance(item, bytes):

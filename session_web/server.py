@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -29,6 +30,9 @@ class _Server(BaseApplication):  # type: ignore[misc]
 
 
 def run(host: str, port: int, workers: int | None) -> None:
+    # Workers build their Settings from the environment: the port bound here is the one that
+    # ``Settings.base_url`` (and so every URL we hand out) names when SESSIONS_PUBLIC_URL is unset.
+    os.environ["PORT"] = str(port)
     options: dict[str, Any] = {"bind": f"{host}:{port}"}
     if workers is not None:
         options["workers"] = workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
 from session_core.services.channels import AppendGroups
 from session_core.services.runs import RunLauncher
+from session_core.services.tokens import spend_one_time_token
 from session_core.streams.flight import SingleFlight
 from session_core.streams.group_commit import GroupCommit
 from session_core.streams.store import ReadBatch
@@ -42,6 +44,10 @@ class Services:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.hub, pg_prepare=self.settings.pg_prepare)
+
+    def spend_token(self, token_hash: str, expires_at: int) -> bool:
+        """Spend a one-time-use token (``authenticate``'s ``spend``); True for its first use only."""
+        return spend_one_time_token(self.uow(), token_hash, expires_at, time.time())
 
     def read_uow(self) -> UnitOfWork:
         """A unit of work for use cases that only read (auth, retrieve, lists, channel reads)."""

@@ -34,6 +34,9 @@ SSE_HEADERS = {
     "Access-Control-Expose-Headers": "*",
 }
 SHUTDOWN_MESSAGE = "Server is shutting down; reconnect to resume"
+#: The longest a live read stays open at the tail without a record (realtime's ``Timeout-Seconds``,
+#: S2's ``wait``): every live read ends, and the client reconnects from where it stopped.
+MAX_WAIT_SECONDS = 600
 
 
 def _json(value: object) -> str:
@@ -123,6 +126,11 @@ class TailOptions:
     ping_seconds: float
     limits: ReadLimits = ReadLimits()
     is_base64: bool = False
+
+
+def live_wait_seconds(requested: int | None, default: int) -> int:
+    """How long a live read waits at the tail: what was asked for, else ``default``, at most 600 s."""
+    return min(default if requested is None else requested, MAX_WAIT_SECONDS)
 
 
 def _now_ms() -> int:

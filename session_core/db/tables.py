@@ -105,3 +105,13 @@ channel_parts = sa.Table(
     sa.Column("seq_num", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+# One-time-use tokens (``otu: true``) already used: the SHA-256 of the token, kept until its ``exp``
+# (epoch seconds). The primary key lets exactly one of concurrent uses in; expired rows are swept.
+spent_tokens = sa.Table(
+    "spent_tokens",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Index("spent_tokens_expires_at_idx", "expires_at"),
+)

@@ -17,6 +17,7 @@ from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlSessionRepository,
     SqlSessionRunRepository,
+    SqlSpentTokenRepository,
 )
 from session_core.streams.store import ReadBatch, SqlChannelStore, StreamStore
 from session_core.streams.wakeups import WakeupHub
@@ -29,6 +30,7 @@ class UnitOfWork:
     environments: EnvironmentRepository
     runs: SessionRunRepository
     channels: StreamStore
+    spent_tokens: SqlSpentTokenRepository
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class UnitOfWork:
         self.sessions = SqlSessionRepository(self._conn)
         self.environments = SqlEnvironmentRepository(self._conn)
         self.runs = SqlSessionRunRepository(self._conn)
+        self.spent_tokens = SqlSpentTokenRepository(self._conn)
         self.channels = SqlChannelStore(
             self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
         )

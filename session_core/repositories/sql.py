@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from session_core.cursors import SessionKey
-from session_core.db.tables import environments, session_runs, sessions
+from session_core.db.tables import environments, session_runs, sessions, spent_tokens
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
@@ -197,6 +197,27 @@ class SqlSessionRunRepository:
             return None
         values = row._asdict()
         return SessionRun(**{**values, "reason": RunReason(values["reason"])})
+
+
+class SqlSpentTokenRepository:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def spend(self, token_hash: str, expires_at: int, now: int) -> bool:
+        """Mark a one-time token used; True only for the first use, however many race.
+
+        The insert does nothing on a hash already there: on PostgreSQL a racing insert waits for
+        the first to commit and then inserts nothing; SQLite's writers take turns. Rows of tokens
+        expired by ``now`` (epoch seconds) are swept first, a short range scan of their index.
+        """
+        self._conn.execute(sa.delete(spent_tokens).where(spent_tokens.c.expires_at < now))
+        insert = (postgresql.insert if _is_postgres(self._conn) else sqlite.insert)(spent_tokens)
+        result = self._conn.execute(
+            insert.values(token_hash=token_hash, expires_at=expires_at).on_conflict_do_nothing(
+                index_elements=[spent_tokens.c.token_hash]
+            )
+        )
+        return result.rowcount == 1
 
 
 class SqlEnvironmentRepository:

@@ -17,7 +17,7 @@ import orjson
 
 from session_core.auth import mint_token
 from session_core.db.uow import UnitOfWork
-from session_core.errors import Forbidden, NotFound, PayloadTooLarge, SessionClosed, SessionsError
+from session_core.errors import Forbidden, NotFound, PayloadTooLarge, SessionsError
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     ChannelRecord,
@@ -26,6 +26,7 @@ from session_core.models import (
     RunReason,
     Session,
     SessionStatus,
+    refuse_if_not_active,
     session_status,
 )
 from session_core.scopes import Principal, can, super_scopes
@@ -146,18 +147,18 @@ def authorize_stream(principal: Principal, name: str) -> None:
         raise Forbidden("This token does not grant access to this stream")
 
 
-def _refuse_if_not_active(session: Session, now: datetime, action: str) -> None:
-    status = session_status(session, now)
-    if status is SessionStatus.CLOSED:
-        raise SessionClosed(f"Cannot {action} a closed session")
-    if status is SessionStatus.EXPIRED:
-        raise SessionClosed(f"Cannot {action} an expired session")
-
-
 def _require_secret_key_for_out(principal: Principal, io: Io, action: str) -> None:
     # Session tokens reach browsers; only the agent, holding a secret key, may speak on `.out`.
     if io == "out" and not principal.is_secret_key:
         raise Forbidden(f"{action} the out channel requires secret key authentication")
+
+
+def stream_token_ttl(principal: Principal, now: float) -> int:
+    """How long an S2 token minted for ``principal`` at ``now`` (epoch seconds) may live: S2's 24 h,
+    but never past the caller's own token, so a one-hour session token yields at most one hour."""
+    if principal.expires_at is None:
+        return STREAM_TOKEN_TTL_SECONDS
+    return max(0, min(STREAM_TOKEN_TTL_SECONDS, principal.expires_at - int(now)))
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,11 @@ def initialize_channel(
     if session is None and is_session_friendly_id(session_ref):
         raise NotFound("Session not found")
     if session is not None:
-        _refuse_if_not_active(session, now, "initialize a channel on")
+        refuse_if_not_active(session, now, "initialize a channel on")
     name = stream_name(session.addressing_key if session else session_ref, io)
-    token = mint_token(principal.environment, stream_token_scopes(name), ttl_seconds=STREAM_TOKEN_TTL_SECONDS)
+    issued = now.replace(tzinfo=UTC).timestamp()
+    ttl = stream_token_ttl(principal, issued)
+    token = mint_token(principal.environment, stream_token_scopes(name), ttl_seconds=ttl, now=issued)
     return ChannelGrant(name, token)
 
 
@@ -248,7 +251,7 @@ def _check_append(append: ChannelAppend, session_ref: str, session: Session | No
     authorize(append.principal, "write", {"sessions": ids})
     if session is None:
         raise NotFound("Resource not found")
-    _refuse_if_not_active(session, append.now, "append to")
+    refuse_if_not_active(session, append.now, "append to")
     _require_secret_key_for_out(append.principal, io, "Appending to")
 
 

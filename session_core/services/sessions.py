@@ -14,9 +14,9 @@ from typing import Any
 from session_core.auth import mint_token
 from session_core.cursors import SessionKey, decode_cursor, encode_cursor
 from session_core.db.uow import UnitOfWork
-from session_core.errors import BadRequest, Conflict, Forbidden, NotFound, SessionClosed
+from session_core.errors import BadRequest, Conflict, Forbidden, NotFound
 from session_core.ids import generate_cuid, session_friendly_id
-from session_core.models import RunReason, Session, SessionStatus, session_status
+from session_core.models import RunReason, Session, SessionStatus, refuse_if_not_active, session_status
 from session_core.repositories.ports import SessionFilters, SessionLister, SessionListQuery
 from session_core.scopes import (
     Principal,
@@ -45,6 +45,12 @@ def authorize(
         raise Forbidden(missing_permission_message(principal))
 
 
+def existing_session_resources(session: Session) -> dict[str, Iterable[str | None]]:
+    """What a token must hold write on to get an existing session back from create: the session
+    under either of its names, or the task it already belongs to (not the one the body names)."""
+    return {"sessions": [session.friendly_id, session.external_id], "tasks": [session.task_identifier]}
+
+
 @dataclass(frozen=True)
 class CreatedSession:
     session: Session
@@ -61,6 +67,12 @@ def create_session(
     ``is_cached`` comes from the upsert itself (the returned row is not the one we generated),
     never from a read before it, so racing creates agree on a single row. A closed or expired
     session under the same externalId is a ``Conflict``: its channels refuse writes for good.
+
+    A token (not a secret key) that meets an existing session must also hold write on it
+    (``existing_session_resources``); else nothing is changed and nothing minted. The check runs
+    on the row the upsert locked, inside its transaction, so a racing create cannot slip past it.
+
+    :raise Forbidden: the token may not write the task, or may not write the existing session.
     """
     authorize(principal, "write", {"tasks": [data["task_identifier"]]})
     environment = principal.environment
@@ -89,6 +101,8 @@ def create_session(
     with uow:
         session = uow.sessions.insert_or_get(candidate)
         is_cached = session.id != candidate.id
+        if is_cached:  # leaving without commit rolls back the upsert's triggerConfig refresh
+            authorize(principal, "write", existing_session_resources(session))
         status = session_status(session, now)
         if status is not SessionStatus.ACTIVE:
             word = "closed" if status is SessionStatus.CLOSED else "expired"
@@ -166,11 +180,7 @@ def end_and_continue(
         if session is None:
             raise NotFound("Session not found")
         authorize(principal, "write", {"sessions": [session_ref, session.friendly_id, session.external_id]})
-        status = session_status(session, now)
-        if status is SessionStatus.CLOSED:
-            raise SessionClosed("Cannot end-and-continue a closed session")
-        if status is SessionStatus.EXPIRED:
-            raise SessionClosed("Cannot end-and-continue an expired session")
+        refuse_if_not_active(session, now, "end-and-continue")
         if (
             calling_run_id is not None
             and uow.runs.get_in_environment(principal.environment.id, calling_run_id) is None

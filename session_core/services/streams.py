@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from session_core.db.uow import UnitOfWork
-from session_core.errors import InvalidInput, SessionsError, VersionMismatch
-from session_core.models import ChannelRecord
+from session_core.errors import InvalidInput, PayloadTooLarge, SessionsError, VersionMismatch
+from session_core.models import IOS, ChannelRecord, refuse_if_not_active
 from session_core.scopes import Principal
-from session_core.services.channels import authorize_stream, read_batch
+from session_core.services.channels import authorize_stream, epoch_ms, read_batch
 from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition, is_storable_key
 from session_core.streams.wakeups import WakeupHub
 
@@ -55,6 +56,53 @@ class ReadLimits:
 
 
 TRIM_COMMAND = ["", "trim"]
+#: What every session channel's stream name starts with (``stream_name``).
+SESSIONS_PREFIX = "sessions/"
+
+
+#: S2's limits on one append batch, and ours on its headers (control records carry a few each).
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_HEADERS = 10_000
+MAX_BATCH_METERED_BYTES = 1024 * 1024
+
+
+@dataclass
+class BatchBudget:
+    """Counts a batch while it is decoded and refuses it the moment it passes a limit.
+
+    A decoder calls ``add_record`` before decoding a record and ``add_header`` / ``add_body`` as
+    it reads them, so a hostile body (200,000 empty records, a record of a million empty headers)
+    costs at most a limit's worth of work before its 4xx, not the whole body's.
+    """
+
+    max_records: int = MAX_BATCH_RECORDS
+    max_headers: int = MAX_BATCH_HEADERS
+    max_metered_bytes: int = MAX_BATCH_METERED_BYTES
+    records: int = 0
+    headers: int = 0
+    metered_bytes: int = 0
+
+    def add_record(self) -> None:
+        """:raise InvalidInput: past ``max_records`` records."""
+        self.records += 1
+        if self.records > self.max_records:
+            raise InvalidInput(f"A batch holds 1 to {self.max_records} records")
+        self._meter(8)
+
+    def add_header(self, name_bytes: int, value_bytes: int) -> None:
+        """:raise InvalidInput: past ``max_headers`` headers in the batch."""
+        self.headers += 1
+        if self.headers > self.max_headers:
+            raise InvalidInput(f"A batch holds at most {self.max_headers} headers")
+        self._meter(2 + name_bytes + value_bytes)
+
+    def add_body(self, body_bytes: int) -> None:
+        self._meter(body_bytes)
+
+    def _meter(self, size: int) -> None:
+        self.metered_bytes += size
+        if self.metered_bytes > self.max_metered_bytes:
+            raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
 
 
 def stored_record(headers: list[tuple[bytes, bytes]], body: bytes, timestamp: int | None) -> NewRecord:
@@ -138,18 +186,41 @@ def stream_key(principal: Principal, name: str) -> str:
     return key
 
 
+def session_of_key(key: str) -> tuple[str, str] | None:
+    """``(environment id, addressing key)`` of a session channel's store key, the inverse of
+    ``channel_key``; None for a stream that is no session's channel."""
+    environment_id, _, name = key.partition("/")
+    if not name.startswith(SESSIONS_PREFIX):
+        return None
+    addressing_key, _, io = name[len(SESSIONS_PREFIX) :].rpartition("/")
+    return (environment_id, addressing_key) if addressing_key and io in IOS else None
+
+
+def _refuse_if_session_not_active(uow: UnitOfWork, key: str, now: datetime) -> None:
+    """Refuse writes to the channel of a closed or expired session (the rule the realtime routes
+    follow). The row is read with a shared lock, so a racing close commits after this append."""
+    owner = session_of_key(key)
+    if owner is None:
+        return
+    session = uow.sessions.get_by_ref(*owner, lock="share")
+    if session is not None and session.addressing_key == owner[1]:
+        refuse_if_not_active(session, now, "append to")
+
+
 def append_to_stream(
     uow: UnitOfWork,
     key: str,
     records: Sequence[NewRecord],
-    now_ms: int,
+    now: datetime,
     match_seq_num: int | None = None,
     fencing_token: str | None = None,
 ) -> AppendAck:
     """Append a batch atomically and return S2's ack once it is committed.
 
     Trim commands in the batch delete the records before their seq_num in the same transaction.
+    Nothing is written, and nothing trimmed, on the channel of a closed or expired session.
 
+    :raise SessionClosed: the stream is the channel of a closed or expired session.
     :raise FencingTokenMismatch: a non-empty fencing token (no stream here is ever fenced).
     :raise SeqNumMismatch: ``match_seq_num`` is not the tail.
     :raise InvalidInput: an empty batch, or text that cannot be stored.
@@ -157,7 +228,8 @@ def append_to_stream(
     if fencing_token:
         raise FencingTokenMismatch("")
     with uow:
-        ack = uow.channels.append(key, records, now_ms=now_ms, match_seq_num=match_seq_num)
+        _refuse_if_session_not_active(uow, key, now)
+        ack = uow.channels.append(key, records, now_ms=epoch_ms(now), match_seq_num=match_seq_num)
         trim_point = _trim_point(records, ack.start.seq_num)
         if trim_point is not None:
             uow.channels.trim(key, trim_point)

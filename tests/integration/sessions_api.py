@@ -40,3 +40,25 @@ def forbidden_body(scopes: str) -> dict[str, str]:
         "param": "access_token",
         "type": "authorization",
     }
+
+
+def route_parameters(app: Any) -> list[tuple[Any, str, str]]:
+    """``(rule, method, argument)`` for every path parameter of every route the app serves.
+
+    Read from the app's URL map, so a route added later is covered without touching the tests.
+    """
+    return [
+        (rule, method, argument)
+        for rule in app.url_map.iter_rules()
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+        for argument in sorted(rule.arguments)
+    ]
+
+
+def route_path(rule: Any, values: dict[str, str], encode: Any) -> str:
+    """``rule``'s path with each ``<converter:argument>`` replaced by ``encode(values[argument])``."""
+    path = rule.rule
+    for argument in rule.arguments:
+        start = path.index("<")
+        path = path[:start] + encode(values[argument]) + path[path.index(">", start) + 1 :]
+    return path

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import secrets
+import threading
 import time
 from dataclasses import replace
 
@@ -252,3 +253,114 @@ def test_a_write_tasks_scope_creates_sessions_for_that_task_only(client, env):
     refused = client.post(SESSIONS, json=session_body(taskIdentifier="other"), headers=token)
 
     assert (allowed.status_code, refused.status_code) == (201, 403)
+
+
+def test_a_task_scope_cannot_take_over_another_tasks_session_through_create(client, env):
+    """A token for task ``agent`` naming the externalId of task ``other``'s session gets a 403,
+    and the session keeps its triggerConfig: the upsert is rolled back and no token is minted."""
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier="other"), headers=bearer(env.api_key)
+    ).get_json()
+    attack = session_body(
+        externalId=owner["externalId"], taskIdentifier="agent", triggerConfig={"basePayload": {"evil": 1}}
+    )
+
+    response = client.post(SESSIONS, json=attack, headers=bearer(mint_token(env, ["write:tasks:agent"])))
+    after = client.get(f"{SESSIONS}/{owner['id']}", headers=bearer(env.api_key)).get_json()
+
+    assert response.status_code == 403
+    assert response.get_json() == forbidden_body("write:tasks:agent")
+    assert after["triggerConfig"] == owner["triggerConfig"]
+    assert after["updatedAt"] == owner["updatedAt"]
+
+
+@pytest.mark.parametrize(
+    ("owner_task", "scopes"),
+    [
+        ("agent", lambda s: ["write:tasks:agent"]),
+        ("other", lambda s: ["write:tasks:agent", f"write:sessions:{s['externalId']}"]),
+        ("other", lambda s: ["write:tasks:agent", f"write:sessions:{s['id']}"]),
+        ("other", lambda s: ["write:tasks:agent", "write:sessions"]),
+        ("other", lambda s: ["write:tasks:agent", "write:tasks:other"]),
+    ],
+    ids=["own_task", "session_by_external_id", "session_by_id", "all_sessions", "existing_task"],
+)
+def test_a_token_holding_write_on_the_existing_session_or_its_task_gets_it_back(
+    client, env, owner_task, scopes
+):
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier=owner_task), headers=bearer(env.api_key)
+    ).get_json()
+
+    response = client.post(
+        SESSIONS,
+        json=session_body(externalId=owner["externalId"], taskIdentifier="agent"),
+        headers=bearer(mint_token(env, scopes(owner))),
+    )
+
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["id"], response.get_json()["isCached"]) == (owner["id"], True)
+
+
+def test_a_secret_key_create_stays_idempotent_across_tasks(client, env):
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier="other"), headers=bearer(env.api_key)
+    ).get_json()
+
+    again = client.post(
+        SESSIONS,
+        json=session_body(externalId=owner["externalId"], taskIdentifier="agent"),
+        headers=bearer(env.api_key),
+    )
+
+    assert (again.status_code, again.get_json()["id"]) == (200, owner["id"])
+
+
+def test_a_refused_takeover_of_a_closed_session_answers_403_not_409(client, env):
+    """The scope check comes before the closed check, so a token learns nothing about the session."""
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier="other"), headers=bearer(env.api_key)
+    ).get_json()
+    client.post(f"{SESSIONS}/{owner['id']}/close", json={}, headers=bearer(env.api_key))
+
+    response = client.post(
+        SESSIONS,
+        json=session_body(externalId=owner["externalId"], taskIdentifier="agent"),
+        headers=bearer(mint_token(env, ["write:tasks:agent"])),
+    )
+
+    assert response.status_code == 403
+
+
+def test_concurrent_takeover_attempts_are_all_refused_and_change_nothing(app, env):
+    """Attackers racing each other and the owner's own idempotent creates: every attacker gets a
+    403, the owner keeps getting its session, and no attacker's triggerConfig is ever stored."""
+    client = app.test_client()
+    owner = client.post(
+        SESSIONS, json=session_body(taskIdentifier="other"), headers=bearer(env.api_key)
+    ).get_json()
+    attacker = bearer(mint_token(env, ["write:tasks:agent"]))
+    attack = session_body(
+        externalId=owner["externalId"], taskIdentifier="agent", triggerConfig={"basePayload": {"evil": 1}}
+    )
+    again = session_body(
+        externalId=owner["externalId"], taskIdentifier="other", triggerConfig=owner["triggerConfig"]
+    )
+    calls = [(attack, attacker)] * 6 + [(again, bearer(env.api_key))] * 2
+    start = threading.Barrier(len(calls))
+    statuses = []
+
+    def create(body, headers):
+        caller = app.test_client()
+        start.wait()
+        statuses.append((headers is attacker, caller.post(SESSIONS, json=body, headers=headers).status_code))
+
+    threads = [threading.Thread(target=create, args=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = client.get(f"{SESSIONS}/{owner['id']}", headers=bearer(env.api_key)).get_json()
+
+    assert sorted(statuses) == [(False, 200)] * 2 + [(True, 403)] * 6
+    assert after["triggerConfig"] == owner["triggerConfig"]

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.sessions_api import bearer, session_body
+from tests.integration.sessions_api import bearer, route_parameters, route_path, session_body
 
 SESSIONS = "/api/v1/sessions"
 JSON = {"Content-Type": "application/json"}
@@ -330,8 +330,6 @@ def test_unknown_body_keys_are_dropped(client, env):
 # --- ids, queries and tokens no row can hold -----------------------------------------------------
 
 ODD_REFS = {
-    "nul": "a%00b",
-    "friendly-nul": "session_a%00b",
     "encoded-surrogate": "%ED%A0%80",
     "not-utf8": "%FF%FE",
     "10k-chars": "x" * 10_000,
@@ -360,6 +358,60 @@ def test_an_unknown_or_unstorable_session_id_is_a_404(client, env, ref, method, 
 
     assert response.status_code == 404
     assert response.get_json() == {"error": message}
+
+
+#: Path parameters no database can hold: each is a 400 ``Params Error`` on every route.
+UNSTORABLE_PARAMS = {"nul": "\x00", "inner-nul": "a\x00b", "friendly-nul": "session_a\x00b"}
+
+
+def test_a_nul_in_the_session_of_a_records_read_is_a_400(client, env):
+    response = client.get("/realtime/v1/sessions/%00/in/records", headers=bearer(env.api_key))
+
+    assert (response.status_code, response.get_json()) == (400, {"error": "Params Error"})
+
+
+def test_a_path_parameter_no_database_can_hold_is_a_400_on_every_route(app, client, env, make_session):
+    """Every path parameter of every route in the URL map, the others valid, meets each value."""
+    created = make_session()
+    valid = {"session_ref": created["id"], "io": "in", "name": f"sessions/{created['externalId']}/in"}
+    answers = {}
+    for rule, method, argument in route_parameters(app):
+        for label, value in UNSTORABLE_PARAMS.items():
+            values = {**dict.fromkeys(rule.arguments, "x"), **valid, argument: value}
+            path = route_path(rule, values, lambda text: quote(text, safe=""))
+            response = client.open(
+                path, method=method, data=b"{}", headers={**JSON, **bearer(env.api_key)}, buffered=False
+            )
+            answers[(method, rule.rule, argument, label)] = response.status_code
+            response.close()
+
+    assert answers, "the URL map has no path parameters"
+    assert {key: status for key, status in answers.items() if status != 400} == {}
+
+
+#: Every request header a route reads.
+READ_HEADERS = ["X-Part-Id", "Last-Event-ID", "Timeout-Seconds", "X-Peek-Settled", "s2-format", "Accept"]
+
+
+@pytest.mark.parametrize("header", READ_HEADERS)
+def test_a_nul_in_a_header_value_is_a_400_on_every_route(app, client, env, make_session, header):
+    created = make_session()
+    valid = {"session_ref": created["id"], "io": "in", "name": f"sessions/{created['externalId']}/in"}
+    answers = {}
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            path = route_path(rule, {**dict.fromkeys(rule.arguments, "x"), **valid}, quote)
+            response = client.open(
+                path,
+                method=method,
+                data=b"{}",
+                headers={**JSON, **bearer(env.api_key), header: "1\x00"},
+                buffered=False,
+            )
+            answers[(method, rule.rule)] = response.status_code
+            response.close()
+
+    assert {key: status for key, status in answers.items() if status != 400} == {}
 
 
 @pytest.mark.parametrize("value", ["a%00b", "%ED%A0%80", "x" * 5000, "a%00," * 500])

@@ -1,6 +1,7 @@
 """Generated input never gets a 5xx, on SQLite and PostgreSQL.
 
-Hypothesis throws arbitrary JSON, bytes, query strings and ids at every control-plane route, and
+Hypothesis throws arbitrary JSON, bytes, query strings and ids at every control-plane route, hostile
+text at every path parameter of every route the app serves (read from its URL map), and
 schemathesis derives requests (valid and deliberately invalid) from the OpenAPI document we serve.
 Example counts stay small so the suite stays fast; a failure prints the request that caused it.
 """
@@ -11,11 +12,11 @@ from urllib.parse import quote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.integration.sessions_api import bearer, session_body
+from tests.integration.sessions_api import bearer, route_parameters, route_path, session_body
 
 SESSIONS = "/api/v1/sessions"
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
@@ -208,5 +209,37 @@ def test_requests_generated_from_the_openapi_document_never_get_a_5xx(app, env, 
     def check(case):
         response = case.call(headers=bearer(env.api_key))
         assert response.status_code < 500, (case.as_curl_command(), response.text)
+
+    check()
+
+
+# --- every path parameter of every route, read from the URL map ----------------------------------
+
+
+def test_any_path_parameter_of_any_route_never_gets_a_5xx(app, client, env, make_session):
+    """Hostile text in one path parameter of any route (the others valid); routes added later are
+    covered without touching this test. Live reads are never read, only their status."""
+    created = make_session()
+    valid = {"session_ref": created["id"], "io": "in", "name": f"sessions/{created['externalId']}/in"}
+    parameters = route_parameters(app)
+
+    @FUZZ
+    @given(target=st.sampled_from(parameters), value=nasty_text, encoded=st.booleans())
+    @example(target=parameters[0], value="\x00", encoded=True)
+    def check(target, value, encoded):
+        rule, method, argument = target
+        values = {**dict.fromkeys(rule.arguments, "x"), **valid, argument: value}
+        path = route_path(rule, values, lambda text: url_encode(text, safe="" if encoded else "/"))
+        response = client.open(
+            path + "?wait=0",
+            method=method,
+            data=b'{"records": [{"body": "x"}]}',
+            headers={"Content-Type": "application/json", **bearer(env.api_key), "Timeout-Seconds": "1"},
+            buffered=False,
+        )
+        try:
+            assert response.status_code < 500, (method, path)
+        finally:
+            response.close()
 
     check()

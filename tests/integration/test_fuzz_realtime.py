@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.integration.sessions_api import bearer
+from tests.integration.sessions_api import bearer, route_parameters, route_path
 from tests.integration.test_fuzz import (
     FUZZ,
     assert_no_server_error,
@@ -304,6 +304,44 @@ def test_any_stream_name_never_gets_a_5xx(client, stream, method, suffix):
         )
         try:
             assert response.status_code < 500, path
+        finally:
+            response.close()
+
+    check()
+
+
+READ_HEADERS = ["X-Part-Id", "Last-Event-ID", "Timeout-Seconds", "X-Peek-Settled", "s2-format", "Accept"]
+
+
+def test_any_header_value_on_any_route_never_gets_a_5xx(app, client, env, make_session):
+    """Hostile values in the headers routes read, on every route of the URL map."""
+    created = make_session()
+    valid = {"session_ref": created["id"], "io": "in", "name": f"sessions/{created['externalId']}/in"}
+    rules = [(rule, method) for rule, method, _ in route_parameters(app)]
+
+    @FUZZ
+    @given(
+        target=st.sampled_from(rules),
+        headers=st.dictionaries(st.sampled_from(READ_HEADERS), header_values, min_size=1, max_size=3),
+    )
+    @example(target=rules[0], headers={"X-Part-Id": "\x00"})
+    def check(target, headers):
+        rule, method = target
+        path = route_path(rule, {**dict.fromkeys(rule.arguments, "x"), **valid}, url_encode)
+        response = client.open(
+            path + "?wait=0",
+            method=method,
+            data=b'{"records": [{"body": "x"}]}',
+            headers={
+                "Content-Type": "application/json",
+                **bearer(env.api_key),
+                "Timeout-Seconds": "1",
+                **headers,
+            },
+            buffered=False,
+        )
+        try:
+            assert response.status_code < 500, (method, path, headers)
         finally:
             response.close()
 

@@ -108,3 +108,13 @@ def test_both_id_forms_address_one_channel(client, env, make_session):
     drained = client.get(channel(created["externalId"], "in") + "/records", headers=bearer(env.api_key))
 
     assert [r["data"] for r in drained.get_json()["records"]] == ["by id", "by external id"]
+
+
+def test_put_names_the_configured_base_url_never_the_requests_host(app, client, env, make_session):
+    ref = make_session()["id"]
+
+    response = client.put(channel(ref, "in"), headers={**bearer(env.api_key), "Host": "attacker.example:666"})
+
+    assert response.status_code == 202
+    assert response.headers["X-S2-Endpoint"] == app.extensions["sessions"].settings.base_url + "/s2/v1"
+    assert "attacker" not in response.headers["X-S2-Endpoint"]

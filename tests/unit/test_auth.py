@@ -1,5 +1,8 @@
 """Bearer tokens to principals: secret keys, public JWTs and the exact 401 messages."""
 
+import base64
+import json
+
 import pytest
 
 from session_core.auth import CachedEnvironments, authenticate, generate_api_key, hash_api_key, mint_token
@@ -127,3 +130,62 @@ def test_cached_environments_do_not_remember_misses():
     assert cache.get("nope") is None
     assert cache.get("nope") is None
     assert CountingUnitOfWork.opened == 2
+
+
+def test_a_jwt_principal_knows_when_its_token_expires_and_a_secret_key_never_does():
+    token = mint_token(ENV, ["read:sessions"], ttl_seconds=600)
+
+    assert auth(f"Bearer {token}").expires_at == json_claims(token)["exp"]
+    assert auth(f"Bearer {KEY}").expires_at is None
+
+
+class SpentTokens:
+    """A set standing in for the spent-token table: ``spend`` is True for a hash's first use."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, int] = {}
+
+    def spend(self, token_hash: str, expires_at: int) -> bool:
+        first = token_hash not in self.spent
+        self.spent.setdefault(token_hash, expires_at)
+        return first
+
+
+def test_a_one_time_token_authorizes_its_first_use_only():
+    tokens = SpentTokens()
+    token = mint_token(ENV, ["read:sessions"], extra_claims={"otu": True})
+
+    first = authenticate(f"Bearer {token}", ENVS, allow_jwt=True, spend=tokens.spend)
+    with pytest.raises(Unauthenticated) as again:
+        authenticate(f"Bearer {token}", ENVS, allow_jwt=True, spend=tokens.spend)
+
+    assert first.kind is PrincipalKind.PUBLIC_JWT
+    assert again.value.message == "Invalid Public Access Token"
+    assert tokens.spent == {hash_api_key(token): json_claims(token)["exp"]}
+
+
+def test_a_one_time_token_is_refused_where_nothing_can_spend_it_and_others_spend_nothing():
+    tokens = SpentTokens()
+    reusable = mint_token(ENV, ["read:sessions"], extra_claims={"otu": False})
+
+    with pytest.raises(Unauthenticated, match="^Invalid Public Access Token$"):
+        auth(f"Bearer {mint_token(ENV, ['read:sessions'], extra_claims={'otu': True})}")
+    for _ in range(2):
+        authenticate(f"Bearer {reusable}", ENVS, allow_jwt=True, spend=tokens.spend)
+
+    assert tokens.spent == {}
+
+
+def test_a_forged_one_time_token_spends_nothing():
+    tokens = SpentTokens()
+    forged = mint_token(OTHER, ["read:sessions"], extra_claims={"otu": True, "sub": ENV.id})
+
+    with pytest.raises(Unauthenticated, match="invalid"):
+        authenticate(f"Bearer {forged}", ENVS, allow_jwt=True, spend=tokens.spend)
+
+    assert tokens.spent == {}
+
+
+def json_claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

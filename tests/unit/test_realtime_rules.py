@@ -18,9 +18,13 @@ from session_core.services.channels import (
     open_envelope,
     part_id,
     stream_token_scopes,
+    stream_token_ttl,
 )
+from session_core.services.streams import session_of_key
 from session_web.realtime import parse_io, parse_timeout_seconds, records_item, records_json, resume_seq
+from session_web.routing import check_request_text
 from session_web.s2 import parse_append_input
+from session_web.sse import live_wait_seconds
 
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_secret")
 
@@ -225,3 +229,55 @@ def test_s2_append_input_refuses_undecodable_base64():
 def test_s2_append_input_refuses_a_batch_over_one_mebibyte():
     with pytest.raises(PayloadTooLarge):
         parse_append_input({"records": [{"body": "x" * 600_000}, {"body": "y" * 600_000}]}, False)
+
+
+def test_an_s2_token_never_outlives_the_token_that_asked_for_it():
+    now = 1_000_000
+    jwt = Principal(ENV, PrincipalKind.PUBLIC_JWT, ("write:sessions:x",), expires_at=now + 3600)
+
+    assert stream_token_ttl(jwt, now) == 3600
+    assert (
+        stream_token_ttl(Principal(ENV, PrincipalKind.PUBLIC_JWT, (), expires_at=now + 10**6), now)
+        == 24 * 3600
+    )
+    assert stream_token_ttl(Principal(ENV, PrincipalKind.PRIVATE), now) == 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"), [(None, 60), (0, 0), (30, 30), (600, 600), (601, 600), (10**9, 600)]
+)
+def test_a_live_read_waits_what_it_asks_for_else_the_default_and_never_past_600_seconds(requested, expected):
+    assert live_wait_seconds(requested, 60) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "owner"),
+    [
+        ("env1/sessions/chat-1/in", ("env1", "chat-1")),
+        ("env1/sessions/a/b/out", ("env1", "a/b")),
+        ("env1/sessions/session_x/out", ("env1", "session_x")),
+        ("env1/sessions//in", None),
+        ("env1/sessions/chat-1/up", None),
+        ("env1/scratch/notes", None),
+        ("env1", None),
+    ],
+)
+def test_a_stream_key_maps_back_to_the_session_whose_channel_it_is(key, owner):
+    assert session_of_key(key) == owner
+
+
+@pytest.mark.parametrize(
+    ("url_args", "headers", "message"),
+    [
+        ({"session_ref": "\x00"}, [], "Params Error"),
+        ({"session_ref": "chat", "name": "a\ud800"}, [], "Params Error"),
+        ({"session_ref": "chat"}, ["ok", "a\x00b"], "Header values must not contain the NUL character"),
+    ],
+)
+def test_text_no_database_can_hold_is_refused_in_any_path_parameter_or_header(url_args, headers, message):
+    with pytest.raises(BadRequest, match=f"^{message}$"):
+        check_request_text(url_args, headers)
+
+
+def test_storable_path_parameters_and_headers_pass():
+    check_request_text({"session_ref": "chat/ü 😀", "io": "in", "number": 3}, ["Bearer x", "1,2,3"])

@@ -5,11 +5,18 @@ from datetime import datetime, timedelta
 import pytest
 
 from session_core.cursors import SessionKey, decode_cursor, encode_cursor
-from session_core.errors import BadRequest
+from session_core.errors import BadRequest, SessionClosed
 from session_core.ids import generate_cuid, is_session_friendly_id, session_friendly_id
-from session_core.models import Environment, EnvironmentType, SessionStatus, session_status
+from session_core.models import (
+    Environment,
+    EnvironmentType,
+    SessionStatus,
+    refuse_if_not_active,
+    session_status,
+)
 from session_core.schemas import parse_duration_ms
 from session_core.scopes import Principal, PrincipalKind, can, super_scopes
+from session_core.services.sessions import existing_session_resources
 from tests.unit.factories import make_session
 
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_x")
@@ -110,3 +117,25 @@ def test_durations_parse_like_parse_duration(text, millis):
 @pytest.mark.parametrize("text", ["", "abc", "1x", "h", "1h junk", "9" * 40 + "y"])
 def test_unparsable_durations_are_ignored(text):
     assert parse_duration_ms(text) is None
+
+
+def test_an_existing_session_is_handed_to_writers_of_either_name_or_of_its_own_task():
+    session = make_session(external_id="chat-1", task_identifier="other")
+    resources = existing_session_resources(session)
+
+    assert can(token("write:sessions:chat-1"), "write", resources, super_scopes("write"))
+    assert can(token(f"write:sessions:{session.friendly_id}"), "write", resources, super_scopes("write"))
+    assert can(token("write:tasks:other"), "write", resources, super_scopes("write"))
+    assert not can(token("write:tasks:agent"), "write", resources, super_scopes("write"))
+    assert not can(token("read:sessions:chat-1"), "write", resources, super_scopes("write"))
+
+
+def test_writes_to_a_closed_or_expired_session_are_refused_with_one_message_each():
+    closed = make_session(closed_at=NOW - timedelta(seconds=1))
+    expired = make_session(expires_at=NOW - timedelta(seconds=1))
+
+    refuse_if_not_active(make_session(), NOW, "append to")
+    with pytest.raises(SessionClosed, match="^Cannot append to a closed session$"):
+        refuse_if_not_active(closed, NOW, "append to")
+    with pytest.raises(SessionClosed, match="^Cannot trim an expired session$"):
+        refuse_if_not_active(expired, NOW, "trim")

@@ -2,16 +2,26 @@
 
 import pytest
 
-from session_core.errors import InvalidInput
+from session_core.errors import InvalidInput, PayloadTooLarge
 from session_core.models import ChannelRecord
 from session_core.services.streams import body_bytes, stored_record
 from session_core.streams.store import AppendAck, StreamPosition
+from session_web import s2_proto
 from session_web.s2_proto import decode_append_input, encode_append_ack
 
 
+def varint(value):
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def field(number, payload):
-    """A length-delimited field (payloads here stay under 128 bytes)."""
-    return bytes([number << 3 | 2, len(payload)]) + payload
+    """A length-delimited field."""
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
 
 
 TRIM_TO_2 = field(2, field(1, b"") + field(2, b"trim")) + field(3, (2).to_bytes(8, "big"))
@@ -65,3 +75,46 @@ def test_a_trim_command_is_stored_as_digits_and_read_back_as_8_bytes():
 def test_what_the_store_cannot_keep_is_refused(headers, body):
     with pytest.raises(InvalidInput):
         stored_record(headers, body, None)
+
+
+def counting_records(monkeypatch):
+    """Count how many records the decoder builds, so a test sees where it stopped."""
+    built = []
+    real = s2_proto._record
+
+    def record(data, budget):
+        built.append(1)
+        return real(data, budget)
+
+    monkeypatch.setattr(s2_proto, "_record", record)
+    return built
+
+
+def test_a_body_of_200000_empty_records_is_refused_at_the_1001st(monkeypatch):
+    built = counting_records(monkeypatch)
+
+    with pytest.raises(InvalidInput, match="A batch holds 1 to 1000 records"):
+        decode_append_input(field(1, b"") * 200_000)
+
+    assert len(built) == 1000
+
+
+def test_a_record_of_a_million_empty_headers_is_refused_at_the_header_limit(monkeypatch):
+    headers = []
+    real = s2_proto._header
+    monkeypatch.setattr(s2_proto, "_header", lambda data: headers.append(1) or real(data))
+
+    with pytest.raises(InvalidInput, match="at most 10000 headers"):
+        decode_append_input(field(1, field(2, b"") * 1_000_000))
+
+    assert len(headers) == 10_001
+
+
+def test_a_batch_is_refused_once_its_metered_bytes_pass_1_mib(monkeypatch):
+    built = counting_records(monkeypatch)
+    big = field(1, field(3, b"x" * 65_536))  # a record with a 64 KiB body
+
+    with pytest.raises(PayloadTooLarge, match="1 MiB"):
+        decode_append_input(big * 32)
+
+    assert len(built) == 16  # the 16th record passes 1 MiB; the 16 after it are never decoded
