@@ -42,6 +42,7 @@ def run_agent(base_url: str, token: str, session: str) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     if len(sys.argv) != 2:
         sys.exit("usage: SESSIONS_RUN_TOKEN=… python agent.py <session id>")
     base_url = os.environ.get("SESSIONS_URL", DEFAULT_URL)

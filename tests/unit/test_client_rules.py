@@ -13,9 +13,11 @@ from session_client._core import (
     Call,
     Cursor,
     Reconnect,
+    RetryableStatus,
     SSEDecoder,
     SSEEvent,
     channel_path,
+    response_of,
     should_retry_error,
     should_retry_response,
 )
@@ -165,6 +167,14 @@ def test_backoff_grows_with_jitter_and_stays_bounded():
     assert 0.5 <= delays[0] <= 1.0 and 4.0 <= delays[3] <= 8.0
     assert max(delays) <= 8.0
     assert retries.delay(0, response(429, {"retry-after": "3"})) == 3.0
+
+
+def test_a_refused_live_read_waits_as_told_else_at_most_two_seconds():
+    retries = Retries(base_delay=1.0, max_delay=8.0)
+    busy = RetryableStatus(status_error(response(503, {"retry-after": "5"}, {"error": "busy"})))
+
+    assert retries.reconnect_delay(0, response_of(busy)) == 5.0
+    assert all(retries.reconnect_delay(n, response_of(Reconnect("gone"))) <= 2.0 for n in range(10))
 
 
 def test_appends_keep_strings_raw_and_send_json_through_the_records_route():

@@ -97,9 +97,13 @@ class Retries:
     base_delay: float = 0.25
     max_delay: float = 8.0
 
-    def reconnect_delay(self, failures: int) -> float:
-        """How long a live read waits before reconnecting: as ``delay``, capped at two seconds
-        so a reader is back soon after a restart."""
+    def reconnect_delay(self, failures: int, response: httpx.Response | None = None) -> float:
+        """How long a live read waits before reconnecting: a server's ``Retry-After`` (a busy
+        server admitting no more live reads), else as ``delay`` capped at two seconds, so a
+        reader is back soon after a restart."""
+        after = _retry_after(response) if response is not None else None
+        if after is not None:
+            return min(after, self.max_delay)
         return min(self.delay(failures), 2.0)
 
     def delay(self, retry: int, response: httpx.Response | None = None) -> float:
@@ -182,6 +186,11 @@ class RetryableStatus(Exception):
     def __init__(self, error: APIStatusError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def response_of(error: BaseException) -> httpx.Response | None:
+    """The answer a live read was refused with, if that is why it failed."""
+    return error.error.response if isinstance(error, RetryableStatus) else None
 
 
 class Cursor:

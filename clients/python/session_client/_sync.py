@@ -22,6 +22,7 @@ from session_client._core import (
     channel_path,
     comma_list,
     new_part_id,
+    response_of,
     run_id_of,
     run_path,
     session_path,
@@ -302,7 +303,7 @@ class Channel:
                         if isinstance(error, RetryableStatus):
                             raise error.error from None
                         raise APIConnectionError(f"Live read kept failing: {error}") from error
-                    time.sleep(self._client.retries.reconnect_delay(failures))
+                    time.sleep(self._client.retries.reconnect_delay(failures, response_of(error)))
                     failures += 1
                 finally:
                     live.close()
