@@ -19,7 +19,7 @@ from session_core.streams.wakeups import WakeupHub, start_tail_feed
 from session_web import auth_api, console, control, cors, openapi, realtime, runs, s2
 from session_web.errors import register_error_handlers
 from session_web.health import bp as health_bp
-from session_web.metrics import watch_pool
+from session_web.metrics import count_run_launch, watch_pool
 from session_web.request_log import observe_requests
 from session_web.routing import SessionRefConverter, refuse_unstorable_request_text
 from session_web.services import Services
@@ -49,7 +49,13 @@ def _make_launcher(settings: Settings, engine: sa.Engine, hub: WakeupHub) -> Run
         assert settings.celery_broker_url is not None
         sender = CelerySender(settings.celery_broker_url)
     policy = DispatchPolicy(hold_seconds=3.0 * settings.launch_timeout_seconds)
-    dispatcher = Dispatcher(lambda: UnitOfWork(engine, hub), sender, settings.run_lease_seconds, policy)
+    dispatcher = Dispatcher(
+        lambda: UnitOfWork(engine, hub),
+        sender,
+        settings.run_lease_seconds,
+        policy,
+        on_delivered=lambda launch: count_run_launch(settings.run_launcher, launch.reason),
+    )
     return OutboxLauncher(settings.run_lease_seconds, dispatcher)
 
 

@@ -102,7 +102,10 @@ class Dispatcher:
         lease_seconds: int,
         policy: DispatchPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        on_delivered: Callable[[Launch], None] | None = None,
     ) -> None:
+        """``on_delivered`` is told of each launch a receiver acknowledged (metrics count them)."""
+        self._on_delivered = on_delivered
         self._uow_factory = uow_factory
         self._sender = sender
         self._lease_seconds = lease_seconds
@@ -192,6 +195,8 @@ class Dispatcher:
             return
         logger.info("launch delivered id=%s run=%s attempt=%d", pending.id, pending.run_id, pending.attempts)
         self._finish(pending, None)
+        if self._on_delivered is not None:
+            self._on_delivered(launch)
 
     def _finish(self, pending: PendingLaunch, note: str | None) -> None:
         """Mark the launch done; a delivered run's lease starts over, so its agent gets a full one."""
