@@ -102,11 +102,15 @@ def _verify_jwt(token: str, environments: EnvironmentLookup, spend: SpendToken |
         raise Unauthenticated("Public Access Token is invalid: not a public token")
     if claims.get("otu") is True and (spend is None or not spend(hash_api_key(token), int(claims["exp"]))):
         raise Unauthenticated(SPENT_TOKEN_MESSAGE)
+    run_id, session_id = claims.get("runId"), claims.get("sessionId")
+    is_run_token = isinstance(run_id, str) and isinstance(session_id, str)
     return Principal(
         environment,
         PrincipalKind.PUBLIC_JWT,
         tuple(s for s in scopes if isinstance(s, str)),
         expires_at=int(claims["exp"]),
+        run_id=run_id if is_run_token else None,
+        session_id=session_id if is_run_token else None,
     )
 
 

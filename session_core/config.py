@@ -14,6 +14,7 @@ from session_core.logs import LOG_FORMATS, LogFormat
 DEFAULT_DATABASE_URL = "sqlite:///sessions.db"
 #: Connections a gevent worker keeps beyond its live reads, for appends and the control plane.
 CONNECTION_HEADROOM = 1000
+RUN_LAUNCHERS = ("record", "webhook", "celery")
 
 
 class ConfigError(ValueError):
@@ -152,6 +153,13 @@ class Settings:
     # PostgreSQL: PREPARE the channel append once per connection. Off behind a pooler that hands
     # a client's statements to whichever server connection is free (PgBouncer, transaction mode).
     pg_prepare: bool = True
+    # Runs: how long a lease lasts without a heartbeat, and what starts a new run's agent.
+    run_lease_seconds: int = 30
+    run_launcher: str = "record"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    celery_broker_url: str | None = None
+    launch_timeout_seconds: int = 10
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -164,6 +172,7 @@ class Settings:
         """Build settings from environment variables; a bad value raises ``ConfigError``."""
         max_live_reads = _int(environ, "SESSIONS_MAX_LIVE_READS", cls.max_live_reads, 1)
         connections = max_live_reads + CONNECTION_HEADROOM
+        launcher, webhook_url, webhook_secret, broker = _launcher_settings(environ)
         return cls(
             database_url=normalize_database_url(environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             clickhouse_url=environ.get("CLICKHOUSE_URL") or None,
@@ -184,5 +193,35 @@ class Settings:
             keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
             client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
             pg_prepare=_bool(environ, "SESSIONS_PG_PREPARE", True),
+            run_lease_seconds=_int(environ, "SESSIONS_RUN_LEASE_SECONDS", 30, 1),
+            run_launcher=launcher,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            celery_broker_url=broker,
+            launch_timeout_seconds=_int(environ, "SESSIONS_LAUNCH_TIMEOUT_SECONDS", 10, 1),
             replication=ReplicationSettings.from_env(environ),
         )
+
+
+def _launcher_settings(environ: Mapping[str, str]) -> tuple[str, str | None, str | None, str | None]:
+    """``SESSIONS_RUN_LAUNCHER`` and what the chosen launcher needs, each checked by name."""
+    launcher = (environ.get("SESSIONS_RUN_LAUNCHER") or "record").strip().lower()
+    if launcher not in RUN_LAUNCHERS:
+        raise ConfigError(
+            f"SESSIONS_RUN_LAUNCHER must be one of {', '.join(RUN_LAUNCHERS)}, got {launcher!r}"
+        )
+    url = environ.get("SESSIONS_WEBHOOK_URL") or None
+    secret = environ.get("SESSIONS_WEBHOOK_SECRET") or None
+    broker = environ.get("CELERY_BROKER_URL") or None
+    if launcher == "webhook":
+        if not url or not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                "SESSIONS_WEBHOOK_URL must be an http(s) URL when SESSIONS_RUN_LAUNCHER=webhook"
+            )
+        if not secret or not secret.startswith("whsec_"):
+            raise ConfigError(
+                "SESSIONS_WEBHOOK_SECRET must be a whsec_… secret when SESSIONS_RUN_LAUNCHER=webhook"
+            )
+    if launcher == "celery" and not broker:
+        raise ConfigError("CELERY_BROKER_URL must be set when SESSIONS_RUN_LAUNCHER=celery")
+    return launcher, url, secret, broker

@@ -89,13 +89,40 @@ class Session:
         return self.external_id if self.external_id is not None else self.friendly_id
 
 
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+#: A run in one of these states never runs again: heartbeats, completes and fails are refused.
+FINAL_RUN_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.EXPIRED}
+)
+
+
 @dataclass(frozen=True)
 class SessionRun:
+    """One run of a session's agent. ``run_id`` is the ``run_…`` friendly id the wire shows.
+
+    ``status`` is what was stored (QUEUED, EXECUTING or a final state written by the agent);
+    EXPIRED is never stored but derived from the lease (``run_status``).
+    """
+
     id: str
     session_id: str
     run_id: str
     reason: RunReason
     triggered_at: datetime
+    status: RunStatus = RunStatus.QUEUED
+    lease_expires_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    output: JSONValue | None = None
+    error: JSONValue | None = None
 
 
 @dataclass(frozen=True)
@@ -127,3 +154,20 @@ def refuse_if_not_active(session: Session, now: datetime, action: str) -> None:
         raise SessionClosed(f"Cannot {action} a closed session")
     if status is SessionStatus.EXPIRED:
         raise SessionClosed(f"Cannot {action} an expired session")
+
+
+def run_status(run: SessionRun, now: datetime) -> RunStatus:
+    """The stored status, except that a run still QUEUED or EXECUTING whose lease lapsed is EXPIRED.
+
+    A run without a lease (one recorded before runs had leases) never expires.
+    """
+    if run.status in FINAL_RUN_STATUSES:
+        return run.status
+    if run.lease_expires_at is not None and run.lease_expires_at < now:
+        return RunStatus.EXPIRED
+    return run.status
+
+
+def is_run_live(run: SessionRun | None, now: datetime) -> bool:
+    """Whether a session's current run still counts: it exists and is QUEUED or EXECUTING."""
+    return run is not None and run_status(run, now) not in FINAL_RUN_STATUSES

@@ -304,3 +304,46 @@ def load_list_query(
 
 def _from_epoch_ms(value: int | None) -> datetime | None:
     return None if value is None else datetime(1970, 1, 1) + timedelta(milliseconds=value)
+
+
+class RunItemSchema(Base):
+    """A run as the wire shows it (``RunView``): every key present, nullable ones as null."""
+
+    id = fields.String(attribute="run.run_id")
+    session_id = fields.String(data_key="sessionId")
+    status = fields.String()
+    reason = fields.String(attribute="run.reason")
+    created_at = CoercedDateTime(data_key="createdAt", attribute="run.triggered_at")
+    started_at = CoercedDateTime(data_key="startedAt", attribute="run.started_at", allow_none=True)
+    ended_at = CoercedDateTime(data_key="endedAt", attribute="run.ended_at", allow_none=True)
+    lease_expires_at = CoercedDateTime(
+        data_key="leaseExpiresAt", attribute="run.lease_expires_at", allow_none=True
+    )
+    output = fields.Raw(attribute="run.output", allow_none=True)
+    error = fields.Raw(attribute="run.error", allow_none=True)
+
+
+class HeartbeatResultSchema(RunItemSchema):
+    token = fields.String()
+    lease_seconds = fields.Integer(data_key="leaseSeconds")
+
+
+class RunListSchema(Base):
+    data = fields.List(fields.Nested(RunItemSchema))
+
+
+class HeartbeatSchema(Base):
+    """A heartbeat carries nothing yet; the body is an (empty) JSON object."""
+
+
+class CompleteRunSchema(Base):
+    output = fields.Raw(allow_none=True)
+
+
+class FailRunSchema(Base):
+    error = fields.Raw(required=True, allow_none=True)
+
+
+class JwtClaimsSchema(Base):
+    sub = fields.String()
+    pub = fields.Boolean()

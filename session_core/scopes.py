@@ -16,15 +16,27 @@ class PrincipalKind(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
+    """Who calls. A run token also names its run and its session (``run_…``, ``session_…``)."""
+
     environment: Environment
     kind: PrincipalKind
     scopes: tuple[str, ...] = ()
     #: When the caller's token expires (epoch seconds); None for a secret key, which does not.
     expires_at: int | None = None
+    run_id: str | None = None
+    session_id: str | None = None
 
     @property
     def is_secret_key(self) -> bool:
         return self.kind is PrincipalKind.PRIVATE
+
+    def is_agent_of(self, session_friendly_id: str) -> bool:
+        """Whether this principal may speak for the session's agent: a secret key, or its run's token."""
+        return self.is_secret_key or (self.run_id is not None and self.session_id == session_friendly_id)
+
+
+#: A token scope naming one S2 stream (``PUT`` hands these out; run tokens hold their two channels').
+STREAM_SCOPE_PREFIX = "s2:streams:"
 
 
 #: Resource types a scope may name, as Trigger.dev knows them.

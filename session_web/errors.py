@@ -67,7 +67,9 @@ def status_for(error: SessionsError) -> int:
     return next((code for cls, code in STATUS if isinstance(error, cls)), 500)
 
 
-def error_response(status: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
+def error_response(
+    status: int, message: str, details: list[dict[str, Any]] | None = None, code: str | None = None
+) -> Response:
     """Build an error in the current route's style; 4xx a retry cannot fix say so to the client."""
     style: ErrorStyle = g.get("error_style", "json")
     if style == "text":
@@ -86,6 +88,8 @@ def error_response(status: int, message: str, details: list[dict[str, Any]] | No
             }
         if details:
             body["details"] = details
+        if code is not None:
+            body["code"] = code
         response = jsonify(body)
         response.status_code = status
     if 400 <= status < 500 and status not in (408, 429):
@@ -95,7 +99,7 @@ def error_response(status: int, message: str, details: list[dict[str, Any]] | No
 
 def _sessions_error(error: SessionsError) -> Response:
     details = error.details if isinstance(error, InvalidInput) and not isinstance(error, BadRequest) else None
-    response = error_response(status_for(error), error.message, details)
+    response = error_response(status_for(error), error.message, details, getattr(error, "code", None))
     retry_after = getattr(error, "retry_after_seconds", None)
     if retry_after is not None:  # told to come back later: its connection is not kept meanwhile
         response.headers["Retry-After"] = str(retry_after)

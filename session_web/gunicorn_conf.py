@@ -59,7 +59,7 @@ def child_exit(server: Arbiter, worker: Worker) -> None:
 
 
 def post_worker_init(worker: Worker) -> None:
-    """End this worker's live reads as soon as it is told to stop.
+    """Start this worker's launch dispatcher, and end its live reads as soon as it is told to stop.
 
     SSE responses otherwise stay open until ``graceful_timeout`` and are then cut. Closing the
     wake-up hub ends each one with an ``error`` event (S2's client resumes elsewhere), so the worker
@@ -71,6 +71,8 @@ def post_worker_init(worker: Worker) -> None:
 
     with worker.wsgi.app_context():
         hub = services().hub
+        # Start this worker's launch dispatcher: it delivers launches a crashed process left behind.
+        services().launcher.wake()
 
     def close_hub_when_stopping() -> None:
         while worker.alive:

@@ -31,6 +31,10 @@ _SESSION_PARAM = {"name": "session_ref", "in": "path", "required": True, "schema
                   "description": "A friendly id (session_…) or the caller's externalId"}  # fmt: skip
 
 
+_RUN_PARAM = {"name": "runId", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "A run id (run_…)"}  # fmt: skip
+
+
 def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -60,6 +64,12 @@ def build_spec() -> dict[str, Any]:
         ("CreatedSession", schemas.CreatedSessionSchema),
         ("SessionList", schemas.SessionListSchema),
         ("EndAndContinueResult", schemas.EndAndContinueResultSchema),
+        ("Run", schemas.RunItemSchema),
+        ("HeartbeatResult", schemas.HeartbeatResultSchema),
+        ("RunList", schemas.RunListSchema),
+        ("CompleteRun", schemas.CompleteRunSchema),
+        ("FailRun", schemas.FailRunSchema),
+        ("JwtClaims", schemas.JwtClaimsSchema),
     ]:
         spec.components.schema(name, schema=schema)
     created = {
@@ -103,7 +113,36 @@ def build_spec() -> dict[str, Any]:
             )
         },
     )
+    _run_paths(spec)
     return spec.to_dict()
+
+
+def _run_paths(spec: APISpec) -> None:
+    """The agent's run routes, a session's runs and the SDK's JWT claims route."""
+    final = _json("Error", "The run already ended or its lease lapsed (code run_final)")
+    ended = {"200": _json("Run", "The run, ended"), "409": final}
+    run_routes = {
+        "": {"get": _operation("retrieveRun", {"200": _json("Run", "The run")})},
+        "/heartbeat": {
+            "post": _operation(
+                "heartbeatRun",
+                {"200": _json("HeartbeatResult", "Lease extended; a fresh run token"), "409": final},
+            )
+        },
+        "/complete": {"post": _operation("completeRun", ended, "CompleteRun")},
+        "/fail": {"post": _operation("failRun", ended, "FailRun")},
+    }
+    for suffix, operations in run_routes.items():
+        spec.path(path=f"/api/v1/runs/{{runId}}{suffix}", parameters=[_RUN_PARAM], operations=operations)
+    spec.path(
+        path="/api/v1/sessions/{session_ref}/runs",
+        parameters=[_SESSION_PARAM],
+        operations={"get": _operation("listSessionRuns", {"200": _json("RunList", "Newest first")})},
+    )
+    spec.path(
+        path="/api/v1/auth/jwt/claims",
+        operations={"post": _operation("jwtClaims", {"200": _json("JwtClaims", "Claims to sign with")})},
+    )
 
 
 @bp.get("/api/v1/openapi.json")

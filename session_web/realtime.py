@@ -1,7 +1,8 @@
 """Blueprint for a session's channels: ``/realtime/v1/sessions/<session>/<io>`` (wire reference §7).
 
 ``PUT`` grants direct S2 access (to our own S2-compatible endpoint), ``POST …/append`` writes one
-record, ``GET`` tails the channel over SSE and ``GET …/records`` drains it once as JSON.
+record, ``POST …/records`` writes several (data, control and trim records, as an agent needs),
+``GET`` tails the channel over SSE and ``GET …/records`` drains it once as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from session_core.services import channels as service
 from session_core.services.streams import ReadStart, resolve_start
 from session_web import sse
 from session_web.metrics import count_append
-from session_web.routing import api_route, read_body
+from session_web.routing import api_route, parse_json, read_body
 from session_web.services import Services, services
 
 bp = Blueprint("realtime", __name__, url_prefix="/realtime/v1/sessions")
@@ -31,7 +32,7 @@ S2_PATH = "/s2/v1"
 S2_FLUSH_INTERVAL_MS = "100"
 S2_MAX_RETRIES = "10"
 MAX_TIMEOUT_SECONDS = sse.MAX_WAIT_SECONDS
-MAX_PART_ID_LENGTH = 256
+MAX_PART_ID_LENGTH = service.MAX_PART_ID_CHARS
 #: A ``GET …/records`` page holds up to this many read batches of records, and stops at the record
 #: that brings its stored bytes to ``RECORDS_PAGE_BYTES`` (the page's JSON is about that size):
 #: callers page with ``afterEventId``, so fewer, fuller pages save them a request per batch.
@@ -153,9 +154,7 @@ def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[s
     s = services()
     raw = read_body(s.settings.max_append_bytes)
     channel_io = parse_io(io)
-    part = request.headers.get("X-Part-Id") or None
-    if part is not None and len(part) > MAX_PART_ID_LENGTH:
-        raise BadRequest("X-Part-Id is too long")
+    part = _part_id_header()
     try:
         body = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -173,6 +172,32 @@ def append_to_channel(principal: Principal, session_ref: str, io: str) -> dict[s
     return {"ok": True, "seq": seq}
 
 
+def _part_id_header() -> str | None:
+    part = request.headers.get("X-Part-Id") or None
+    if part is not None and len(part) > MAX_PART_ID_LENGTH:
+        raise BadRequest("X-Part-Id is too long")
+    return part
+
+
+@api_route(bp, "/<session:session_ref>/<io>/records", methods=["POST"], error_style="ok")
+def append_records(principal: Principal, session_ref: str, io: str) -> dict[str, Any]:
+    s = services()
+    channel_io = parse_io(io)
+    body = parse_json(read_body(2 * s.settings.max_append_bytes))
+    records, trim_before = service.records_from_wire(body, s.settings.max_append_bytes)
+    seq_nums = service.append_records(
+        s.uow(),
+        s.launcher,
+        session_ref,
+        channel_io,
+        service.ChannelAppend(principal, "", _part_id_header(), utcnow()),
+        records,
+        trim_before,
+        s.settings.part_id_ttl_seconds,
+    )
+    return {"ok": True, "seqNums": seq_nums}
+
+
 @api_route(bp, "/<session:session_ref>/<io>", methods=["GET"])
 def subscribe_to_channel(
     principal: Principal, session_ref: str, io: str
@@ -188,7 +213,9 @@ def subscribe_to_channel(
         return "", 200, {"X-Last-Chunk-Index": "0"}
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them
     wait = parse_timeout_seconds(request.headers.get("Timeout-Seconds"), s.settings.sse_default_wait_seconds)
-    options = sse.TailOptions(0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds)
+    options = sse.TailOptions(
+        0 if live.is_settled else wait, s.settings.sse_ping_interval_seconds, end_on_close=True
+    )
     events = sse.live_events(s, live.key, _start_seq(s, live.key), options)
     headers = {"X-Session-Settled": "true"} if live.is_settled else None
     return s.live_reads.hold(sse.event_stream(events, headers))

@@ -20,6 +20,7 @@ from flask import Response
 
 from session_core.models import ChannelRecord
 from session_core.services.channels import MAX_BATCH_BYTES, read_batch
+from session_core.services.markers import is_session_closed_record
 from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
@@ -126,6 +127,16 @@ class TailOptions:
     ping_seconds: float
     limits: ReadLimits = ReadLimits()
     is_base64: bool = False
+    #: End the read right after the end-of-session marker (the realtime route's readers).
+    end_on_close: bool = False
+
+
+def through_close(records: list[ChannelRecord]) -> list[ChannelRecord] | None:
+    """The records up to and including the first end-of-session marker; None when none holds one."""
+    for index, record in enumerate(records):
+        if is_session_closed_record(record):
+            return records[: index + 1]
+    return None
 
 
 def live_wait_seconds(requested: int | None, default: int) -> int:
@@ -161,7 +172,8 @@ def tail_events(
 
     A ping goes out first so the response headers leave at once. Batches follow as records
     arrive; the read ends after ``wait_seconds`` at the tail without a record, when its limits
-    are reached, or on shutdown (with an ``error`` event: S2's client resumes elsewhere).
+    are reached, after the end-of-session marker (with ``end_on_close``), or on shutdown (with an ``error``
+    event: S2's client resumes elsewhere).
     Starting past the tail starts at the tail (S2's ``clamp``). The subscription is taken before
     the first read and dropped at the end, also when the client goes away and the server closes
     this generator.
@@ -177,6 +189,9 @@ def tail_events(
             records, is_done = clip_records(batch.records, options.limits, counted, metered)
             if len(records) > within_batch_bytes(batch):
                 records, is_done = records[: within_batch_bytes(batch)], False
+            closed = through_close(records) if options.end_on_close else None
+            if closed is not None:
+                records, is_done = closed, True
             if records:
                 data, size = _batch_data(batch, records, options.is_base64)
                 counted += len(records)

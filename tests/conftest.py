@@ -13,8 +13,10 @@ from tests.servers import (
     ClickHouseServer,
     MissingServerBinary,
     PostgresServer,
+    RedisServer,
     start_clickhouse,
     start_postgres,
+    start_redis,
 )
 
 pytest.register_assert_rewrite("tests.e2e.api_client")
@@ -30,7 +32,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _start(starter: Callable[[], PostgresServer | ClickHouseServer]):
+def _start(starter: Callable[[], PostgresServer | ClickHouseServer | RedisServer]):
     try:
         return starter()
     except MissingServerBinary as exc:
@@ -50,6 +52,15 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def clickhouse() -> Iterator[ClickHouseServer]:
     server = _start(start_clickhouse)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = _start(start_redis)
     try:
         yield server
     finally:

@@ -325,6 +325,52 @@ def start_clickhouse() -> ClickHouseServer:
     return server
 
 
+# --- Redis ----------------------------------------------------------------------------------------
+
+REDIS_PACKAGE = "redis-server"
+
+
+class RedisServer:
+    """A private redis-server (no persistence) on a free loopback port; ``url`` is its database 0."""
+
+    def __init__(self, base: Path, port: int, proc: subprocess.Popen) -> None:
+        self.base = base
+        self.port = port
+        self.proc = proc
+        self.pid = proc.pid
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def stop(self) -> None:
+        """SIGTERM the server by PID (SIGKILL after 5 s) and delete its files."""
+        atexit.unregister(self.stop)
+        _stop_child(self.proc, grace=5)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_redis() -> RedisServer:
+    """Start Debian's redis-server bound to 127.0.0.1, without snapshots or an append-only file."""
+    binary = shutil.which("redis-server", path=f"{os.environ.get('PATH', '')}:/usr/bin:/usr/sbin")
+    if binary is None:
+        raise MissingServerBinary("redis-server", (REDIS_PACKAGE,))
+    base = Path(tempfile.mkdtemp(prefix="sessions-redis-"))
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(base), "--protected-mode", "yes"]
+    with open(base / "server.log", "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out)
+    server = RedisServer(base, port, proc)
+    try:
+        wait_port(port, proc)
+    except BaseException as exc:
+        log = _log_tail(base / "server.log")
+        server.stop()
+        if isinstance(exc, Exception):
+            raise ServerFailed(f"redis-server did not start: {exc}\n{log}") from exc
+        raise
+    atexit.register(server.stop)
+    return server
+
+
 # --- the web service ------------------------------------------------------------------------------
 
 

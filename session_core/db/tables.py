@@ -68,7 +68,36 @@ session_runs = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False, unique=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("triggered_at", Timestamp, nullable=False),
+    # QUEUED, EXECUTING or a final state the agent reported; EXPIRED is derived from the lease.
+    sa.Column("status", sa.Text, nullable=False, server_default="QUEUED"),
+    sa.Column("lease_expires_at", Timestamp, nullable=True),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    sa.Column("output", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
     sa.Index("session_runs_session_id_idx", "session_id"),
+)
+
+# The launch outbox: one row per run a launcher must start, committed with the run itself, so a
+# crash between commit and delivery delays a launch and never loses it. ``id`` is the stable
+# ``webhook-id`` (and Celery task id) every delivery attempt of the launch carries.
+run_launches = sa.Table(
+    "run_launches",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.Text,
+        sa.ForeignKey("session_runs.run_id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", Timestamp, nullable=False),
+    sa.Column("delivered_at", Timestamp, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("run_launches_due_idx", "delivered_at", "next_attempt_at"),
 )
 
 # One row per channel. An append locks this row, so ``next_seq`` (the tail) stays gap-free and

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
+    SqlLaunchRepository,
     SqlSessionRepository,
     SqlSessionRunRepository,
     SqlSpentTokenRepository,
@@ -29,6 +30,7 @@ class UnitOfWork:
     sessions: SessionRepository
     environments: EnvironmentRepository
     runs: SessionRunRepository
+    launches: SqlLaunchRepository
     channels: StreamStore
     spent_tokens: SqlSpentTokenRepository
 
@@ -76,6 +78,7 @@ class UnitOfWork:
         self.environments = SqlEnvironmentRepository(self._conn)
         self.runs = SqlSessionRunRepository(self._conn)
         self.spent_tokens = SqlSpentTokenRepository(self._conn)
+        self.launches = SqlLaunchRepository(self._conn)
         self.channels = SqlChannelStore(
             self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
-from session_core.models import Environment, EnvironmentSummary, Session, SessionRun
+from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, is_run_live
 from session_core.repositories.ports import (
     EXTERNAL_ID_TAKEN,
     EnvironmentRepository,
@@ -91,11 +91,14 @@ class MemorySessionRepository:
         return self._sessions[session_id]
 
     def close_if_open(self, session_id: str, reason: str | None, now: datetime) -> Session:
+        return self.close(session_id, reason, now) or self.get(session_id)
+
+    def close(self, session_id: str, reason: str | None, now: datetime) -> Session | None:
         session = self.get(session_id)
-        if session.closed_at is None:
-            session = replace(session, closed_at=now, closed_reason=reason, updated_at=now)
-            self._sessions[session_id] = session
-        return session
+        if session.closed_at is not None:
+            return None
+        self._sessions[session_id] = replace(session, closed_at=now, closed_reason=reason, updated_at=now)
+        return self._sessions[session_id]
 
     def claim_run(
         self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = None
@@ -119,6 +122,21 @@ class MemorySessionRunRepository:
 
     def add(self, run: SessionRun) -> None:
         self._db.runs.append(run)
+
+    def get(self, run_id: str) -> SessionRun | None:
+        return next((run for run in self._db.runs if run.run_id == run_id), None)
+
+    def list_for_session(self, session_id: str, limit: int) -> list[SessionRun]:
+        runs = [run for run in self._db.runs if run.session_id == session_id]
+        return sorted(runs, key=lambda run: (run.triggered_at, run.id), reverse=True)[:limit]
+
+    def update_if_running(self, run_id: str, now: datetime, **values: Any) -> SessionRun | None:
+        run = self.get(run_id)
+        if run is None or not is_run_live(run, now):
+            return None
+        updated = replace(run, **values)
+        self._db.runs[self._db.runs.index(run)] = updated
+        return updated
 
     def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None:
         sessions = self._db.sessions

@@ -7,7 +7,7 @@ private function. Integrity errors become domain ``Conflict``s: no database mess
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,14 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from session_core.cursors import SessionKey
-from session_core.db.tables import environments, session_runs, sessions, spent_tokens
+from session_core.db.tables import environments, run_launches, session_runs, sessions, spent_tokens
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     Environment,
     EnvironmentSummary,
     EnvironmentType,
+    JSONValue,
     RunReason,
+    RunStatus,
     Session,
     SessionRun,
     SessionStatus,
@@ -153,6 +155,11 @@ class SqlSessionRepository:
 
     def close_if_open(self, session_id: str, reason: str | None, now: datetime) -> Session:
         """Close once: the condition on ``closed_at IS NULL`` makes racing closes land on one row."""
+        closed = self.close(session_id, reason, now)
+        return closed if closed is not None else self.get(session_id)
+
+    def close(self, session_id: str, reason: str | None, now: datetime) -> Session | None:
+        """Close the session and return it, or None when it was closed already (by us or a racer)."""
         statement = (
             sa.update(sessions)
             .where(sessions.c.id == session_id, sessions.c.closed_at.is_(None))
@@ -160,7 +167,7 @@ class SqlSessionRepository:
             .returning(*sessions.c)
         )
         row = self._conn.execute(statement).first()
-        return _to_session(row) if row else self.get(session_id)
+        return _to_session(row) if row else None
 
     def claim_run(
         self, session_id: str, run_id: str, expected_version: int, expected_run_id: str | None = None
@@ -177,12 +184,28 @@ class SqlSessionRepository:
         return result.rowcount == 1
 
 
+def _to_run(row: sa.Row[Any]) -> SessionRun:
+    values = {name: row._mapping[name] for name in session_runs.c.keys()}
+    return SessionRun(
+        **{**values, "reason": RunReason(values["reason"]), "status": RunStatus(values["status"])}
+    )
+
+
+#: The run states a heartbeat, complete or fail may leave (EXPIRED is checked on the lease).
+_RUNNING = (RunStatus.QUEUED.value, RunStatus.EXECUTING.value)
+
+
 class SqlSessionRunRepository:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
 
     def add(self, run: SessionRun) -> None:
         self._conn.execute(sa.insert(session_runs).values(asdict(run)))
+
+    def get(self, run_id: str) -> SessionRun | None:
+        """A run by its ``run_…`` id, in any environment (callers hold it from a session row)."""
+        row = self._conn.execute(sa.select(session_runs).where(session_runs.c.run_id == run_id)).first()
+        return _to_run(row) if row else None
 
     def get_in_environment(self, environment_id: str, run_id: str) -> SessionRun | None:
         if not is_storable(run_id):
@@ -193,10 +216,111 @@ class SqlSessionRunRepository:
             .where(session_runs.c.run_id == run_id, sessions.c.environment_id == environment_id)
         )
         row = self._conn.execute(query).first()
-        if row is None:
-            return None
-        values = row._asdict()
-        return SessionRun(**{**values, "reason": RunReason(values["reason"])})
+        return _to_run(row) if row else None
+
+    def list_for_session(self, session_id: str, limit: int) -> list[SessionRun]:
+        """A session's runs, newest first."""
+        query = (
+            sa.select(session_runs)
+            .where(session_runs.c.session_id == session_id)
+            .order_by(session_runs.c.triggered_at.desc(), session_runs.c.id.desc())
+            .limit(limit)
+        )
+        return [_to_run(row) for row in self._conn.execute(query)]
+
+    def update_if_running(self, run_id: str, now: datetime, **values: Any) -> SessionRun | None:
+        """Write ``values`` if the run is still QUEUED or EXECUTING with its lease not lapsed at ``now``.
+
+        One conditional statement, so a heartbeat racing a complete (or an expiry) lands on one
+        outcome; None means the run was final (the caller re-reads it to say which state).
+        """
+        if "status" in values:
+            values["status"] = RunStatus(values["status"]).value
+        lease = session_runs.c.lease_expires_at
+        statement = (
+            sa.update(session_runs)
+            .where(
+                session_runs.c.run_id == run_id,
+                session_runs.c.status.in_(_RUNNING),
+                sa.or_(lease.is_(None), lease >= now),
+            )
+            .values(**values)
+            .returning(*session_runs.c)
+        )
+        row = self._conn.execute(statement).first()
+        return _to_run(row) if row else None
+
+
+@dataclass(frozen=True)
+class PendingLaunch:
+    """An outbox row due for delivery: the launch's stable id, its run, and its attempts so far."""
+
+    id: str
+    run_id: str
+    attempts: int
+
+
+class SqlLaunchRepository:
+    """The launch outbox (``run_launches``): rows are added with their run and claimed by dispatchers."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def add(self, launch_id: str, run_id: str, now: datetime) -> None:
+        self._conn.execute(
+            sa.insert(run_launches).values(id=launch_id, run_id=run_id, next_attempt_at=now, created_at=now)
+        )
+
+    def claim_due(self, now: datetime, hold_until: datetime, limit: int) -> list[PendingLaunch]:
+        """Take up to ``limit`` undelivered launches due at ``now``, hiding them until ``hold_until``.
+
+        Claimed rows are pushed past ``hold_until`` in the same statement, so another dispatcher
+        (or this one, after a crash) takes them again only once the hold lapses. On PostgreSQL rows
+        another claimer holds are skipped (``FOR UPDATE SKIP LOCKED``); SQLite writers are serialised.
+        """
+        due = (
+            sa.select(run_launches.c.id)
+            .where(run_launches.c.delivered_at.is_(None), run_launches.c.next_attempt_at <= now)
+            .order_by(run_launches.c.next_attempt_at)
+            .limit(limit)
+        )
+        if _is_postgres(self._conn):
+            due = due.with_for_update(skip_locked=True)
+        statement = (
+            sa.update(run_launches)
+            .where(run_launches.c.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=hold_until, attempts=run_launches.c.attempts + 1)
+            .returning(run_launches.c.id, run_launches.c.run_id, run_launches.c.attempts)
+        )
+        return [PendingLaunch(row.id, row.run_id, row.attempts) for row in self._conn.execute(statement)]
+
+    def mark_done(self, launch_id: str, now: datetime, note: str | None = None) -> None:
+        """Take the launch off the outbox: delivered, or (with ``note``) given up as pointless."""
+        self._conn.execute(
+            sa.update(run_launches)
+            .where(run_launches.c.id == launch_id)
+            .values(delivered_at=now, last_error=note)
+        )
+
+    def next_due(self) -> datetime | None:
+        """When the earliest undelivered launch falls due (None: the outbox is empty)."""
+        query = sa.select(sa.func.min(run_launches.c.next_attempt_at)).where(
+            run_launches.c.delivered_at.is_(None)
+        )
+        found: datetime | None = self._conn.execute(query).scalar()
+        return found
+
+    def retry_at(self, launch_id: str, when: datetime, error: str) -> None:
+        self._conn.execute(
+            sa.update(run_launches)
+            .where(run_launches.c.id == launch_id, run_launches.c.delivered_at.is_(None))
+            .values(next_attempt_at=when, last_error=error[:1000])
+        )
+
+    def get(self, launch_id: str) -> dict[str, JSONValue] | None:
+        """The outbox row as stored (for operators and tests)."""
+        row = self._conn.execute(sa.select(run_launches).where(run_launches.c.id == launch_id)).first()
+        return dict(row._mapping) if row else None
 
 
 class SqlSpentTokenRepository:

@@ -17,7 +17,7 @@ import orjson
 
 from session_core.auth import mint_token
 from session_core.db.uow import UnitOfWork
-from session_core.errors import Forbidden, NotFound, PayloadTooLarge, SessionsError
+from session_core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge, SessionsError
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     ChannelRecord,
@@ -29,8 +29,8 @@ from session_core.models import (
     refuse_if_not_active,
     session_status,
 )
-from session_core.scopes import Principal, can, super_scopes
-from session_core.services.runs import RunLauncher, ensure_run
+from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, can, super_scopes
+from session_core.services.runs import RunLauncher, current_run_is_live, ensure_run
 from session_core.services.sessions import authorize
 from session_core.streams.group_commit import GroupCommit
 from session_core.streams.store import (
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: An S2 access token lives as long as S2's own (24 h); it names one stream and nothing else.
 STREAM_TOKEN_TTL_SECONDS = 24 * 3600
-STREAM_SCOPE_PREFIX = "s2:streams:"
 CONTROL_HEADER = "trigger-control"
 TURN_COMPLETE = "turn-complete"
 LEGACY_TURN_COMPLETE = "trigger:turn-complete"
@@ -60,6 +59,8 @@ MAX_RECORD_BYTES = 1024 * 1024
 #: plus at most one record, as S2 caps its read batches (1 MiB).
 MAX_BATCH_BYTES = 1024 * 1024
 PART_ID_LENGTH = 7
+#: Longest part id (``X-Part-Id``, a record's ``id``) accepted.
+MAX_PART_ID_CHARS = 256
 _PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 
 
@@ -147,9 +148,11 @@ def authorize_stream(principal: Principal, name: str) -> None:
         raise Forbidden("This token does not grant access to this stream")
 
 
-def _require_secret_key_for_out(principal: Principal, io: Io, action: str) -> None:
-    # Session tokens reach browsers; only the agent, holding a secret key, may speak on `.out`.
-    if io == "out" and not principal.is_secret_key:
+def _require_agent_for_out(principal: Principal, io: Io, action: str, session: Session | None) -> None:
+    # Session tokens reach browsers; only the agent (a secret key, or its run's token) speaks on `.out`.
+    if io == "out" and not (
+        principal.is_secret_key or (session and principal.is_agent_of(session.friendly_id))
+    ):
         raise Forbidden(f"{action} the out channel requires secret key authentication")
 
 
@@ -182,9 +185,9 @@ def initialize_channel(
     :raise SessionClosed: the session is closed or expired.
     """
     authorize(principal, "write", {"sessions": [session_ref]})
-    _require_secret_key_for_out(principal, io, "Initializing")
     with uow:
         session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
+    _require_agent_for_out(principal, io, "Initializing", session)
     if session is None and is_session_friendly_id(session_ref):
         raise NotFound("Session not found")
     if session is not None:
@@ -226,13 +229,11 @@ def append_to_channel(
     answered as if alone: its own seq_num, or its own error. A part id (``X-Part-Id``) seen on the
     channel within the TTL returns the first append's seq_num and writes nothing. The session row
     is read with a shared lock, so a racing close commits after this append, never between check
-    and write. The session gets a live run, as Trigger.dev's route does it: best effort (a failure
-    to start one is logged, the append stands), after the append, in a transaction of its own
-    (``_ensure_run_for_open``: the lock order).
+    and write. After an append to ``.in`` the session gets a live run (``ensure_run_after_append``).
 
     :raise PayloadTooLarge: the record would be stored over ``MAX_RECORD_BYTES`` (checked first,
         as the wire checks the size before scopes).
-    :raise Forbidden: the token may not write this session, or is not a secret key on ``.out``.
+    :raise Forbidden: the token may not write this session, or is not the agent's on ``.out``.
     :raise NotFound: no such session (only after the scope check, so tokens learn nothing).
     :raise SessionClosed: the session is closed or expired.
     """
@@ -252,14 +253,14 @@ def _check_append(append: ChannelAppend, session_ref: str, session: Session | No
     if session is None:
         raise NotFound("Resource not found")
     refuse_if_not_active(session, append.now, "append to")
-    _require_secret_key_for_out(append.principal, io, "Appending to")
+    _require_agent_for_out(append.principal, io, "Appending to", session)
 
 
 def _passes_without_session(append: ChannelAppend, session_ref: str, io: Io) -> bool:
     """Whether an append passes the checks that need no session row: scopes on ``session_ref`` (the
     session's other names could only add to them) and a secret key for ``.out``."""
     return can(append.principal, "write", {"sessions": [session_ref]}, super_scopes("write")) and (
-        io != "out" or append.principal.is_secret_key
+        io != "out" or append.principal.is_agent_of(session_ref)
     )
 
 
@@ -278,14 +279,6 @@ def _errors(
 
 def _stored(append: ChannelAppend) -> Append:
     return Append([NewRecord(envelope(append.body, append.part or part_id()))], append.part)
-
-
-def _ensure_run(uow: UnitOfWork, launcher: RunLauncher, session: Session, now: datetime) -> None:
-    """Give the session a live run; a failure is logged and the append goes ahead."""
-    try:
-        ensure_run(uow, launcher, session, RunReason.CONTINUATION, now)
-    except SessionsError as error:
-        logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
 
 
 def _outcomes(
@@ -355,30 +348,35 @@ def _append_at_once(
     outcomes: dict[int, int | SessionsError] = dict(_errors(batch, session_ref, guarded.session, io))
     if guarded.acks is not None:
         outcomes.update((index, ack.start.seq_num) for index, ack in zip(eligible, guarded.acks, strict=True))
-        if guarded.session is not None and not _has_live_run(launcher, guarded.session):
-            _ensure_run_for_open(uow, launcher, guarded.session, now)
+        if guarded.session is not None:
+            ensure_run_after_append(uow, launcher, guarded.session, io, now)
     return outcomes, [index for index in range(len(batch)) if index not in outcomes]
 
 
-def _has_live_run(launcher: RunLauncher, session: Session) -> bool:
-    return session.current_run_id is not None and launcher.is_live(session.current_run_id)
+def ensure_run_after_append(
+    uow: UnitOfWork, launcher: RunLauncher, session: Session, io: Io, now: datetime
+) -> None:
+    """After a committed append to ``.in``, give the session a live run if its current one is not.
 
-
-def _ensure_run_for_open(uow: UnitOfWork, launcher: RunLauncher, session: Session, now: datetime) -> None:
-    """Give a session just appended to a live run, in its own transaction, if it is still open.
-
-    Claiming a run writes the session row, so the row is locked for update before it is read:
-    claimers queue there, and a close waits, never landing between the check and the claim. An
-    append's transaction only ever holds the shared lock and never writes the row; were the claim
-    made under it, two appends that both found no live run would each wait for the other's shared
-    lock (a deadlock). As Trigger.dev's append route does, best effort: a failure is logged.
+    A message for an agent whose run ended or whose lease lapsed starts a new run (reason
+    ``continuation``). The claim runs in its own transaction with the session row locked for
+    update, so concurrent appends start exactly one run. As Trigger.dev's append route does it,
+    best effort: a failure is logged and the append stands.
     """
-    with uow:
-        current = uow.sessions.get_by_ref(session.environment_id, session.friendly_id, lock="update")
-        if current is None or session_status(current, now) is not SessionStatus.ACTIVE:
+    if io != "in":
+        return
+    with uow.autocommitting() as reader:
+        if current_run_is_live(reader, session, now):
             return
-        _ensure_run(uow, launcher, current, now)
-        uow.commit()
+    try:
+        with uow:
+            current = uow.sessions.get_by_ref(session.environment_id, session.friendly_id, lock="update")
+            if current is None or session_status(current, now) is not SessionStatus.ACTIVE:
+                return
+            ensure_run(uow, launcher, current, RunReason.CONTINUATION, now)
+            uow.commit()
+    except SessionsError as error:
+        logger.warning("run not ensured session=%s error=%s", session.friendly_id, error.message)
 
 
 def _append_after_lookup(
@@ -390,7 +388,7 @@ def _append_after_lookup(
     part_id_ttl_seconds: int,
 ) -> list[int | SessionsError]:
     """Read the session with a shared lock, check each append against it, write those that pass;
-    then give the session a live run if it has none (``_ensure_run_for_open``)."""
+    then give the session a live run if it has none (``ensure_run_after_append``)."""
     environment_id = batch[0].principal.environment.id
     with uow:
         session = uow.sessions.get_by_ref(environment_id, session_ref, lock="share")
@@ -406,8 +404,7 @@ def _append_after_lookup(
             part_id_ttl_ms=part_id_ttl_seconds * 1000,
         )
         uow.commit()
-    if not _has_live_run(launcher, session):
-        _ensure_run_for_open(uow, launcher, session, now)
+    ensure_run_after_append(uow, launcher, session, io, now)
     return _outcomes(len(batch), errors, accepted, acks)
 
 
@@ -497,3 +494,92 @@ def open_live_read(
     """
     key = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
     return LiveRead(key, peek_settled and io == "out" and is_settled(uow_factory(), key))
+
+
+#: A records POST holds at most this many records.
+MAX_RECORDS_PER_POST = 1000
+
+
+def records_from_wire(body: object, max_bytes: int) -> tuple[list[NewRecord], int | None]:
+    """The records and ``trimBefore`` of a records POST body (``{"records": [...], "trimBefore"?}``).
+
+    A record with a ``data`` key is stored in the envelope ``{"data": data, "id": id}`` (its ``id``,
+    else a generated part id); one without is a control record: empty body, its headers only.
+    Header names must be non-empty (an empty first name would make an S2 command record).
+
+    :raise InvalidInput: a body of any other shape, more than ``MAX_RECORDS_PER_POST`` records, or
+        records whose bodies and headers add up to more than ``max_bytes``.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise InvalidInput("Body must be an object with a records array")
+    items, trim_before = body["records"], body.get("trimBefore")
+    if not 1 <= len(items) <= MAX_RECORDS_PER_POST:
+        raise InvalidInput(f"records must hold 1 to {MAX_RECORDS_PER_POST} records")
+    if trim_before is not None and (type(trim_before) is not int or trim_before < 0):
+        raise InvalidInput("trimBefore must be a non-negative integer seq_num")
+    records = [_wire_record(item, index) for index, item in enumerate(items)]
+    size = sum(
+        len(r.body.encode()) + sum(len(n.encode()) + len(v.encode()) for n, v in r.headers) for r in records
+    )
+    if size > max_bytes:
+        raise InvalidInput(f"Records add up to {size} bytes; at most {max_bytes} may be stored at once")
+    return records, trim_before
+
+
+def _wire_record(item: object, index: int) -> NewRecord:
+    where = f"records[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where} must be an object")
+    headers = item.get("headers") or []
+    if not isinstance(headers, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) and pair[0]
+        for pair in headers
+    ):
+        raise InvalidInput(
+            f"{where}.headers must be a list of [name, value] string pairs with non-empty names"
+        )
+    part = item.get("id")
+    if part is not None and (not isinstance(part, str) or not 0 < len(part) <= MAX_PART_ID_CHARS):
+        raise InvalidInput(f"{where}.id must be a string of 1 to {MAX_PART_ID_CHARS} characters")
+    if "data" not in item:
+        if not headers:
+            raise InvalidInput(f"{where} has neither data nor headers")
+        return NewRecord("", headers)
+    envelope_json = json.dumps(
+        {"data": item["data"], "id": part or part_id()}, ensure_ascii=False, separators=(",", ":")
+    )
+    return NewRecord(envelope_json, headers)
+
+
+def append_records(
+    uow: UnitOfWork,
+    launcher: RunLauncher,
+    session_ref: str,
+    io: Io,
+    append: ChannelAppend,
+    records: list[NewRecord],
+    trim_before: int | None,
+    part_id_ttl_seconds: int,
+) -> list[int]:
+    """Append ``records`` at once (one seq_num each) and trim below ``trim_before``; the seq_nums.
+
+    The checks are ``append_to_channel``'s; ``append.part`` (``X-Part-Id``) de-duplicates the whole
+    request. The trim never reaches the records just written.
+    """
+    with uow:
+        session = uow.sessions.get_by_ref(append.principal.environment.id, session_ref, lock="share")
+        _check_append(append, session_ref, session, io)
+        assert session is not None
+        key = channel_key(session.environment_id, session.addressing_key, io)
+        ack = uow.channels.append(
+            key,
+            records,
+            now_ms=epoch_ms(append.now),
+            part_id=append.part,
+            part_id_ttl_ms=part_id_ttl_seconds * 1000,
+        )
+        if trim_before is not None and not ack.is_duplicate:
+            uow.channels.trim(key, min(trim_before, ack.start.seq_num))
+        uow.commit()
+    ensure_run_after_append(uow, launcher, session, io, append.now)
+    return list(range(ack.start.seq_num, ack.end.seq_num))

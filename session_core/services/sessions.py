@@ -25,6 +25,7 @@ from session_core.scopes import (
     session_token_scopes,
     super_scopes,
 )
+from session_core.services.markers import write_session_closed
 from session_core.services.runs import RunLauncher, ensure_run, swap_run
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
@@ -156,11 +157,18 @@ def update_session(
 def close_session(
     uow: UnitOfWork, principal: Principal, session_ref: str, reason: str | None, now: datetime
 ) -> Session:
-    """Close a session; closing again returns it unchanged, with its first ``closed_at`` and reason."""
+    """Close a session; closing again returns it unchanged, with its first ``closed_at`` and reason.
+
+    The close that wins also appends the end-of-session marker to both channels, in its own
+    transaction: readers learn of the close exactly once, and never of a close that rolled back.
+    """
     with uow:
         session = _get_for_admin(uow, principal, session_ref)
         if session.closed_at is None:
-            session = uow.sessions.close_if_open(session.id, reason, now)
+            closed = uow.sessions.close(session.id, reason, now)
+            if closed is not None:
+                write_session_closed(uow, closed, now)
+            session = closed or uow.sessions.get(session.id)
         uow.commit()
     return session
 

@@ -116,7 +116,8 @@ def test_the_seed_round_trip(api):
     assert reclosed.json()["closedAt"] == closed.json()["closedAt"]
     assert refused.status_code == 400
     assert refused.json() == {"ok": False, "error": "Cannot append to a closed session"}
-    assert len(api.all_records(friendly, "out")) == 2
+    stored = api.all_records(friendly, "out")
+    assert len(stored) == 3 and stored[2]["headers"][0] == ["trigger-control", "session-closed"]
 
 
 def read_cut_and_resumed(writer_api, first_reader, second_reader, total, cut_after):
@@ -434,3 +435,30 @@ def test_no_acknowledged_append_is_lost_when_the_server_is_killed(database_url):
     assert len(acknowledged) >= 200
     assert set(acknowledged) <= stored
     assert sorted(seq for seq, _ in stored) == list(range(len(stored)))
+
+
+def test_closing_a_session_ends_every_live_reader_after_the_marker(api):
+    """Readers of both channels, with a long ``Timeout-Seconds``, end on the close, not on the timeout."""
+    ref = api.create()["id"]
+    api.append(ref, "in", '"hello"')
+    results = {}
+
+    def read(io):
+        results[io] = api.subscribe(ref, io, headers={"Timeout-Seconds": "120"}, timeout=60)
+
+    readers = [threading.Thread(target=read, args=(io,)) for io in ("in", "out")]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.5)  # let both readers reach the tail; a later start would replay the marker anyway
+    closed = api.http.post(
+        f"{api.base}/api/v1/sessions/{ref}/close", json={"reason": "done"}, headers=api.auth, timeout=10
+    )
+    for reader in readers:
+        reader.join(60)
+
+    assert closed.status_code == 200
+    for io in ("in", "out"):
+        last = results[io].records[-1]
+        assert last["headers"] == [["trigger-control", "session-closed"], ["session-closed-reason", "done"]]
+        assert "body" not in last
+        assert results[io].events[-1].name == "batch"  # the stream ended right after the marker

@@ -3,8 +3,8 @@
 An append holds a shared lock on the session row; claiming a run updates that row. Were the claim
 made under the shared lock, two appends that both found no live run would each wait for the
 other's lock until PostgreSQL aborted one of them. Two ``GroupCommit``s stand in for two worker
-processes (one process groups its appends into one transaction), and a launcher whose runs are
-never live makes every append claim.
+processes (one process groups its appends into one transaction); each session starts without a
+run, so both appends go to claim one, and claims are slowed down so that they meet.
 """
 
 import threading
@@ -21,35 +21,33 @@ from session_core.models import EnvironmentType, utcnow
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels as service
 from session_core.services.environments import create_environment
+from session_core.services.runs import RecordingLauncher
 from session_core.streams.group_commit import GroupCommit
 from session_core.streams.store import channel_key
 from tests.unit.factories import make_session
 
 ROUNDS = 5
-#: How long starting a run takes: both appends hold their locks across it, so their claims meet.
-TRIGGER_SECONDS = 0.05
+#: How long a claim waits before it writes the session row: long enough for the other append to
+#: reach its own claim, so claims made under a shared lock would meet (and deadlock).
+CLAIM_DELAY_SECONDS = 0.05
 
 
-class NeverLiveLauncher:
-    """Starts runs that are never live, taking a moment each time; counts starts and cancels."""
+class SlowClaims(UnitOfWork):
+    """A unit of work whose run claims wait a moment before writing the session row."""
 
-    def __init__(self):
-        self.started, self.cancelled = [], []
-        self._lock = threading.Lock()
+    def __enter__(self):
+        uow = super().__enter__()
+        claim = uow.sessions.claim_run
 
-    def trigger(self, session, payload, reason):
-        time.sleep(TRIGGER_SECONDS)
-        run_id = f"run_{uuid.uuid4().hex}"
-        with self._lock:
-            self.started.append(run_id)
-        return run_id
+        def slow_claim(*args, **kwargs):
+            time.sleep(CLAIM_DELAY_SECONDS)
+            return claim(*args, **kwargs)
 
-    def is_live(self, run_id):
-        return False
+        uow.sessions.claim_run = slow_claim
+        return uow
 
-    def cancel(self, run_id, reason):
-        with self._lock:
-            self.cancelled.append(run_id)
+    def autocommitting(self):
+        return SlowClaims(self._engine, self._hub, autocommit=True)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +68,7 @@ def env(engine):
     )
 
 
-def append_at_once(engine, launcher, env, refs):
+def append_at_once(engine, env, refs):
     """Append once per ref, all starting together, each from a process of its own (its own
     ``GroupCommit``); return each one's seq_num or the exception it raised."""
     barrier = threading.Barrier(len(refs), timeout=30)
@@ -80,8 +78,8 @@ def append_at_once(engine, launcher, env, refs):
         barrier.wait()
         try:
             results[index] = service.append_to_channel(
-                UnitOfWork(engine),
-                launcher,
+                SlowClaims(engine),
+                RecordingLauncher(),
                 GroupCommit(),
                 ref,
                 "in",
@@ -118,9 +116,7 @@ def run_ids(engine, session_id):
         pytest.param("friendly_id", id="appended-after-a-lookup"),  # the other name: session read first
     ],
 )
-def test_two_appends_that_both_claim_a_run_neither_deadlock_nor_lose_a_claim(engine, env, addressed_by):
-    launcher = NeverLiveLauncher()
-
+def test_two_appends_to_a_session_without_a_run_start_one_run_without_deadlock(engine, env, addressed_by):
     for _ in range(ROUNDS):
         session = make_session(
             external_id=f"chat-{uuid.uuid4().hex[:8]}", environment_id=env.id, created_at=utcnow()
@@ -129,7 +125,7 @@ def test_two_appends_that_both_claim_a_run_neither_deadlock_nor_lose_a_claim(eng
             uow.sessions.insert_or_get(session)
             uow.commit()
 
-        results = append_at_once(engine, launcher, env, [getattr(session, addressed_by)] * 2)
+        results = append_at_once(engine, env, [getattr(session, addressed_by)] * 2)
 
         assert [r for r in results if isinstance(r, Exception)] == []
         assert sorted(results) == [0, 1]
@@ -137,8 +133,5 @@ def test_two_appends_that_both_claim_a_run_neither_deadlock_nor_lose_a_claim(eng
             records = uow.channels.read(channel_key(env.id, session.external_id, "in"), 0, 10)
         assert [record.seq_num for record in records] == [0, 1]
         claimed = stored_session(engine, session.id)
-        assert claimed.current_run_version == 2  # each append claimed once, one after the other
-        assert claimed.current_run_id in run_ids(engine, session.id)
-        assert len(run_ids(engine, session.id)) == 2
-    assert launcher.cancelled == []  # no claim was lost: the second claimer read the first's run
-    assert len(launcher.started) == 2 * ROUNDS
+        assert claimed.current_run_version == 1  # the second claimer found the first's run live
+        assert run_ids(engine, session.id) == {claimed.current_run_id}

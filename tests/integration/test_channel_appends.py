@@ -1,7 +1,7 @@
 """Concurrent appends through the channel service, grouped into shared transactions, on SQLite and PostgreSQL.
 
-Threads stand in for a worker's greenlets. The launcher's ``is_live`` runs once per batch, inside its
-transaction, and is slowed down so appends arriving meanwhile queue and share the next batch.
+Threads stand in for a worker's greenlets. Each batch written at once is held a while as it commits
+(and counted), so appends arriving meanwhile queue and share the next batch.
 """
 
 import threading
@@ -29,24 +29,34 @@ WRITERS = 12
 BATCH_HOLD_SECONDS = 0.02
 
 
-class SlowLauncher:
-    """Every run is live; each check takes a while and is counted (one per written batch)."""
+class Batches:
+    """Counts the batches written at once, holding each a while before its commit."""
 
     def __init__(self):
-        self.checks = 0
+        self.count = 0
         self._lock = threading.Lock()
 
-    def trigger(self, session, payload, reason):
-        return f"run_{uuid.uuid4().hex}"
-
-    def is_live(self, run_id):
+    def hold(self):
         with self._lock:
-            self.checks += 1
+            self.count += 1
         time.sleep(BATCH_HOLD_SECONDS)
-        return True
 
-    def cancel(self, run_id, reason):
-        pass
+
+class HeldUnitOfWork(UnitOfWork):
+    """A unit of work whose autocommitting children (the batches written at once) are held."""
+
+    def __init__(self, engine, batches, *, autocommit=False):
+        super().__init__(engine, autocommit=autocommit)
+        self._engine_for_children = engine
+        self._batches = batches
+
+    def autocommitting(self):
+        return HeldUnitOfWork(self._engine_for_children, self._batches, autocommit=True)
+
+    def commit(self):
+        if self._autocommit:
+            self._batches.hold()
+        super().commit()
 
 
 @pytest.fixture
@@ -80,9 +90,26 @@ def session(engine, env) -> Session:
     return session
 
 
+class CountingLauncher:
+    """Records runs as the default launcher does, and counts the batches appends were written in."""
+
+    lease_seconds = 30
+    delivers = False
+
+    def __init__(self):
+        self.batches = Batches()
+
+    @property
+    def checks(self):
+        return self.batches.count
+
+    def wake(self):
+        pass
+
+
 @pytest.fixture
 def launcher():
-    return SlowLauncher()
+    return CountingLauncher()
 
 
 @pytest.fixture
@@ -98,7 +125,7 @@ def append(engine, launcher, groups, principal, ref, body, part=None, io="in"):
     """One append through the service, as the view makes it; returns its seq_num or its error."""
     try:
         return service.append_to_channel(
-            UnitOfWork(engine),
+            HeldUnitOfWork(engine, launcher.batches),
             launcher,
             groups,
             ref,
@@ -306,13 +333,21 @@ def test_an_append_to_an_open_session_is_one_round_trip_commit_included(make_pg_
         append(
             engine, launcher, groups, secret_key(env), session.friendly_id, "warm-up", part="w"
         )  # prepares, sweeps
+        append(engine, launcher, groups, secret_key(env), session.friendly_id, "warm-up", part="w", io="out")
         sent = []
         sa.event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
 
         seq = append(engine, launcher, groups, secret_key(env), session.friendly_id, "x", part="p")
+        to_in = list(sent)
+        sent.clear()
+        out_seq = append(
+            engine, launcher, groups, secret_key(env), session.friendly_id, "y", part="q", io="out"
+        )
     finally:
         engine.dispose()
 
-    assert seq == 1
+    assert (seq, out_seq) == (1, 1)
     assert len(sent) == 1  # lock and append as one implicit transaction: no BEGIN, no COMMIT
     assert sent[0].startswith("EXECUTE sessions_channel_append_") and sent[0].count("; EXECUTE ") == 1
+    # `.in` adds one read: is the session's run (started by the warm-up) still live?
+    assert len(to_in) == 2 and to_in[0] == sent[0] and "FROM session_runs" in to_in[1]

@@ -798,6 +798,12 @@ def test_the_openapi_document_describes_every_control_route(client):
         ("PATCH", f"{SESSIONS}/{{session_ref}}"),
         ("POST", f"{SESSIONS}/{{session_ref}}/close"),
         ("POST", f"{SESSIONS}/{{session_ref}}/end-and-continue"),
+        ("GET", f"{SESSIONS}/{{session_ref}}/runs"),
+        ("GET", "/api/v1/runs/{runId}"),
+        ("POST", "/api/v1/runs/{runId}/heartbeat"),
+        ("POST", "/api/v1/runs/{runId}/complete"),
+        ("POST", "/api/v1/runs/{runId}/fail"),
+        ("POST", "/api/v1/auth/jwt/claims"),
     }
     for item in document["paths"].values():
         for operation in item.values():

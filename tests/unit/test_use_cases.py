@@ -4,12 +4,13 @@
 ``FakeUnitOfWork``); ``tests/integration/test_store_contract.py`` holds both to the same contract.
 """
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
 from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
-from session_core.models import Environment, EnvironmentType
+from session_core.models import Environment, EnvironmentType, RunStatus
 from session_core.repositories.memory import MemoryUnitOfWork
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels, sessions
@@ -21,21 +22,6 @@ ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr
 SECRET_KEY = Principal(ENV, PrincipalKind.PRIVATE)
 
 
-class Launcher(RecordingLauncher):
-    """Names runs in order; the runs in ``dead`` are no longer live."""
-
-    def __init__(self):
-        self.started: list[str] = []
-        self.dead: set[str] = set()
-
-    def trigger(self, session, payload, reason):
-        self.started.append(f"run_{len(self.started) + 1}")
-        return self.started[-1]
-
-    def is_live(self, run_id):
-        return run_id not in self.dead
-
-
 @pytest.fixture
 def uow():
     return MemoryUnitOfWork()
@@ -43,7 +29,7 @@ def uow():
 
 @pytest.fixture
 def launcher():
-    return Launcher()
+    return RecordingLauncher()
 
 
 def create(uow, launcher, external_id="chat-1", **fields):
@@ -77,8 +63,8 @@ def test_creating_a_session_starts_its_first_run(uow, launcher):
     created = create(uow, launcher)
 
     assert not created.is_cached
-    assert created.run_id == "run_1" == created.session.current_run_id
-    assert [run.run_id for run in uow.db.runs] == ["run_1"]
+    assert created.run_id == created.session.current_run_id
+    assert [run.run_id for run in uow.db.runs] == [created.run_id]
 
 
 def test_creating_again_with_the_same_external_id_returns_the_open_session(uow, launcher):
@@ -87,7 +73,7 @@ def test_creating_again_with_the_same_external_id_returns_the_open_session(uow, 
     again = create(uow, launcher)
 
     assert again.is_cached and again.session.id == first.session.id
-    assert again.run_id == "run_1" and launcher.started == ["run_1"]  # its run is live: reused
+    assert again.run_id == first.run_id and len(uow.db.runs) == 1  # its run is live: reused
 
 
 def test_creating_with_the_external_id_of_a_closed_session_is_a_conflict(uow, launcher):
@@ -132,12 +118,14 @@ def test_a_retried_part_id_is_written_once(uow, launcher):
 
 
 def test_an_append_to_a_session_whose_run_ended_starts_a_new_run(uow, launcher):
-    create(uow, launcher)
-    launcher.dead.add("run_1")
+    created = create(uow, launcher)
+    uow.db.runs[0] = replace(uow.db.runs[0], status=RunStatus.COMPLETED)
 
     append(uow, launcher, "chat-1", "wake up")
 
-    assert uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id == "run_2"
+    current = uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id
+    assert current not in (None, created.run_id)
+    assert [run.run_id for run in uow.db.runs] == [created.run_id, current]
 
 
 def test_appends_to_a_closed_session_an_unknown_one_or_out_with_a_token_are_refused(uow, launcher):
@@ -151,18 +139,18 @@ def test_appends_to_a_closed_session_an_unknown_one_or_out_with_a_token_are_refu
         append(uow, launcher, "chat-1", "x", principal=stranger)
     with pytest.raises(NotFound):
         append(uow, launcher, "chat-2", "x")
+    assert read(uow, "chat-1") == []
     sessions.close_session(uow, SECRET_KEY, created.session.friendly_id, None, NOW)
     with pytest.raises(SessionClosed):
         append(uow, launcher, "chat-1", "x")
-    assert read(uow, "chat-1") == []
 
 
 def test_end_and_continue_hands_the_session_to_a_new_run_once(uow, launcher):
-    create(uow, launcher)
+    first = create(uow, launcher).run_id
 
-    swapped = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", "run_1", "continuation", NOW)
-    stale = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", "run_1", "continuation", NOW)
+    swapped = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", first, "continuation", NOW)
+    stale = sessions.end_and_continue(uow, launcher, SECRET_KEY, "chat-1", first, "continuation", NOW)
 
-    assert swapped == ("run_2", True)
-    assert stale == ("run_2", False)  # run_1 is no longer current: the fresh run_3 was cancelled
-    assert uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id == "run_2"
+    second = uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id
+    assert swapped == (second, True) and second != first
+    assert stale == (second, False)  # the first run is no longer current: nothing is handed over
