@@ -35,8 +35,9 @@ ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "chat_agent"
 JS = Path(__file__).parent / "js"
 TASK = "chat-agent"
-#: Short enough that a killed agent's run lapses soon; heartbeats come every third of it.
-LEASE_SECONDS = 6
+#: Short enough that a killed agent's run lapses soon, long enough for a new agent process to
+#: start and heartbeat on a busy machine; heartbeats come every third of it.
+LEASE_SECONDS = 10
 
 
 class Receiver:
