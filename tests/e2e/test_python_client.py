@@ -21,10 +21,13 @@ from session_client import (
     AsyncSessionsClient,
     AuthenticationError,
     ConflictError,
+    ControlRecord,
+    DataRecord,
     NotFoundError,
     PermissionDeniedError,
     Record,
     Retries,
+    RunFinalError,
     SessionClosedError,
     SessionsClient,
 )
@@ -33,8 +36,10 @@ from tests.e2e.tcp_proxy import DroppingProxy
 from tests.servers import LiveServer
 
 pytestmark = pytest.mark.postgres
-#: Pings every second, so a reader notices a dead server soon.
-SERVER_ENV = {"SESSIONS_SSE_PING_SECONDS": "1"}
+#: Pings every second, so a reader notices a dead server soon; a short lease, so heartbeats (every
+#: third of it) come often enough to watch.
+LEASE_SECONDS = 6
+SERVER_ENV = {"SESSIONS_SSE_PING_SECONDS": "1", "SESSIONS_RUN_LEASE_SECONDS": str(LEASE_SECONDS)}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +212,106 @@ def test_an_append_retried_after_a_dropped_connection_is_stored_once(client, ser
     assert stored == [(0, "once"), (1, "after")]
 
 
+def test_json_data_headers_and_control_records_keep_their_shape(client: SessionsClient):
+    ref = new_session(client)
+    out = client.channel(ref, "out")
+
+    first = out.append({"type": "start", "n": [1, 2]}, headers={"h": "v"})
+    stored = list(out.records())
+    live = out.subscribe()
+    streamed = next(live)
+    live.close()
+    turn = [
+        DataRecord({"type": "finish"}, part_id="f1"),
+        ControlRecord([("trigger-control", "turn-complete")]),
+    ]
+    written = out.write(turn, part_id="turn-1")
+    again = out.write(turn, part_id="turn-1")  # a retried write: stored once
+    trimmed = out.write([DataRecord("plain")], trim_before=written[-1])
+    records = list(out.records())
+
+    assert stored == [streamed]
+    assert (streamed.data, streamed.headers, streamed.is_control) == (
+        {"type": "start", "n": [1, 2]},
+        [("h", "v")],
+        False,
+    )
+    assert (first, written, again) == (0, [1, 2], [1, 2])
+    assert [r.seq_num for r in records] == [2, trimmed[0]]
+    assert records[0].is_control and records[0].control == "turn-complete" and records[0].data is None
+    assert (records[1].data, records[1].is_control) == ("plain", False)
+
+
+def test_subscribe_ends_after_the_session_closed_marker(client: SessionsClient):
+    ref = new_session(client)
+    seen: list[Record] = []
+    reader = threading.Thread(target=lambda: seen.extend(client.channel(ref, "out").subscribe()))
+    reader.start()
+    client.channel(ref, "out").append("last words")
+    wait_until(lambda: len(seen) == 1, "the record before the close")
+
+    client.sessions.close(ref, reason="finished")
+    reader.join(60)
+
+    assert not reader.is_alive()
+    assert [r.data for r in seen] == ["last words", None]
+    assert seen[-1].is_session_closed and seen[-1].header("session-closed-reason") == "finished"
+    assert [r.is_session_closed for r in client.channel(ref, "in").subscribe()] == [True]
+
+
+def test_a_run_token_drives_its_run_and_heartbeats_while_subscribed(
+    client: SessionsClient, server: LiveServer
+):
+    created = client.sessions.create(type="chat.agent", task_identifier="agent")
+    other = new_session(client)
+    beat = client.runs.heartbeat(created.run_id)  # a secret key may heartbeat too; it answers a run token
+    assert beat.token is not None
+    agent = SessionsClient(server.base_url, beat.token)
+    leases: set = set()
+    outcome: list[BaseException] = []
+
+    def listen() -> None:
+        try:
+            for _ in agent.channel(created.id, "in").subscribe():
+                pass
+        except RunFinalError as error:
+            outcome.append(error)
+
+    with agent:
+        assert (
+            agent.run_id == created.run_id
+            and beat.status == "EXECUTING"
+            and beat.lease_seconds == LEASE_SECONDS
+        )
+        agent.channel(created.id, "out").append({"type": "text-delta", "delta": "hi"})
+        with pytest.raises((PermissionDeniedError, NotFoundError)):
+            agent.channel(other, "in").append("not my session")
+        listener = threading.Thread(target=listen)
+        listener.start()
+        # the open subscription heartbeats on its own: the lease moves on, the token is refreshed
+        wait_until(
+            lambda: leases.add(client.runs.retrieve(created.run_id).lease_expires_at) or len(leases) >= 3,
+            "heartbeats",
+        )
+        refreshed = agent.token != beat.token
+        done = client.runs.complete(created.run_id, output={"answer": 42})
+        # the next heartbeat learns the run is over; the next record then ends the subscription
+        for n in range(600):
+            if outcome or not listener.is_alive():
+                break
+            client.channel(created.id, "in").append(f"ping {n}")
+            time.sleep(0.1)
+        listener.join(60)
+        with pytest.raises(RunFinalError):
+            agent.runs.heartbeat(created.run_id)
+
+    failed = client.runs.fail(client.sessions.retrieve(other).current_run_id, {"message": "no model"})
+    assert refreshed and client.runs.retrieve(created.run_id).status == "COMPLETED"
+    assert (done.status, done.output) == ("COMPLETED", {"answer": 42})
+    assert len(outcome) == 1 and outcome[0].code == "run_final"
+    assert (failed.status, failed.error) == ("FAILED", {"message": "no model"})
+
+
 def worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -303,3 +408,59 @@ def test_a_subscribe_across_a_restart_and_a_worker_sigkill_delivers_every_record
 
     assert not reader.is_alive()
     assert [(r.seq_num, r.data) for r in seen] == list(enumerate(expected))
+
+
+def test_the_async_client_drives_runs_writes_records_and_ends_at_the_marker(server: LiveServer, key: str):
+    async def scenario() -> dict:
+        async with AsyncSessionsClient(server.base_url, key) as client:
+            created = await client.sessions.create(type="chat.agent", task_identifier="agent")
+            other = await client.sessions.create(type="chat.agent", task_identifier="agent")
+            beat = await client.runs.heartbeat(created.run_id)
+            assert beat.token is not None
+            async with AsyncSessionsClient(server.base_url, beat.token) as agent:
+                out = agent.channel(created.id, "out")
+                first = await out.append({"type": "start"})
+                written = await out.write(
+                    [DataRecord({"type": "finish"}), ControlRecord({"trigger-control": "turn-complete"})],
+                    trim_before=first + 1,
+                )
+                stored = [(r.seq_num, r.data, r.control) async for r in out.records()]
+                leases = set()
+                seen = []
+                refreshed = False
+                await client.channel(created.id, "in").append("hello")
+                async for record in agent.channel(created.id, "in").subscribe():
+                    seen.append(record)
+                    if record.data == "hello":  # heartbeats run as a task while the subscription is open
+                        while len(leases) < 3:
+                            leases.add((await client.runs.retrieve(created.run_id)).lease_expires_at)
+                            await asyncio.sleep(0.2)
+                        refreshed = agent.token != beat.token
+                        await client.sessions.close(created.id, reason="async bye")
+                done = await agent.runs.complete(created.run_id, output="ok")
+                retrieved = await agent.runs.retrieve(created.run_id)
+            failed = await client.runs.fail(other.run_id, "broken")
+            try:
+                await client.runs.heartbeat(other.run_id)
+                final = None
+            except RunFinalError as error:
+                final = error.code
+            return {
+                "written": [first, *written],
+                "stored": stored,
+                "seen": [(r.data, r.is_session_closed, r.header("session-closed-reason")) for r in seen],
+                "refreshed": refreshed,
+                "done": (done.status, done.output, retrieved.status),
+                "failed": (failed.status, failed.error),
+                "final": final,
+            }
+
+    seen = asyncio.run(scenario())
+
+    assert seen["written"] == [0, 1, 2]
+    assert seen["stored"] == [(1, {"type": "finish"}, None), (2, None, "turn-complete")]
+    assert seen["seen"] == [("hello", False, None), (None, True, "async bye")]
+    assert seen["refreshed"] is True
+    assert seen["done"] == ("COMPLETED", "ok", "COMPLETED")
+    assert seen["failed"] == ("FAILED", "broken")
+    assert seen["final"] == "run_final"
