@@ -133,7 +133,10 @@ function startTails() {
         const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
         list.append(...records.map(recordItem));
         if (atBottom) list.scrollTop = list.scrollHeight;
-        if (records.some((record) => controlKind(record) === "session-closed")) loadSession().catch(() => {});
+        if (records.some((record) => controlKind(record) === "session-closed")) {
+          loadSession().catch(() => {});
+          loadRuns();
+        }
       },
       onState: (name, detail) => {
         state.textContent = STATES[name] || name;
