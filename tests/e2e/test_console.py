@@ -370,3 +370,22 @@ def test_pages_fit_a_360px_screen_in_dark_mode(chromium, api, path):
         assert background == "rgb(18, 19, 22)"
     finally:
         context.close()
+
+
+def test_the_session_page_lists_its_runs_with_their_status(tab, api):
+    session = api.create()
+    ref = session["id"]
+    runs = api.http.get(f"{api.base}/api/v1/sessions/{ref}/runs", headers=api.auth, timeout=10).json()["data"]
+    assert [run["id"] for run in runs] == [session["runId"]]
+    completed = api.http.post(
+        f"{api.base}/api/v1/runs/{session['runId']}/complete", json={}, headers=api.auth, timeout=10
+    )
+    assert completed.status_code == 200, completed.text
+    sign_in(tab, api.key)
+
+    tab.goto(f"/sessions/{ref}")
+
+    row = tab.locator(f'#run-rows tr[data-run="{session["runId"]}"]')
+    expect(row.locator(".badge")).to_have_text("COMPLETED")
+    expect(row).to_contain_text(completed.json()["reason"])
+    expect(tab.locator("#runs-note")).to_be_hidden()
