@@ -152,6 +152,9 @@ class Settings:
     # PostgreSQL: PREPARE the channel append once per connection. Off behind a pooler that hands
     # a client's statements to whichever server connection is free (PgBouncer, transaction mode).
     pg_prepare: bool = True
+    # Durable Streams: how long a long-poll waits, and the environment served without credentials.
+    ds_long_poll_ms: int = 20_000
+    ds_public_environment: str | None = None
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -184,5 +187,7 @@ class Settings:
             keepalive_seconds=_int(environ, "SESSIONS_KEEPALIVE", cls.keepalive_seconds),
             client_timeout_seconds=_float(environ, "SESSIONS_CLIENT_TIMEOUT", cls.client_timeout_seconds),
             pg_prepare=_bool(environ, "SESSIONS_PG_PREPARE", True),
+            ds_long_poll_ms=_int(environ, "SESSIONS_DS_LONG_POLL_MS", 20_000, 1),
+            ds_public_environment=environ.get("SESSIONS_DS_PUBLIC_ENVIRONMENT") or None,
             replication=ReplicationSettings.from_env(environ),
         )

@@ -13,7 +13,7 @@ from session_core.repositories.ports import SessionLister
 from session_core.repositories.sql import SqlSessionLister
 from session_core.services.runs import RecordingLauncher, RunLauncher
 from session_core.streams.wakeups import WakeupHub, start_tail_feed
-from session_web import console, control, cors, openapi, realtime, s2
+from session_web import console, control, cors, durable, openapi, realtime, s2
 from session_web.errors import register_error_handlers
 from session_web.health import bp as health_bp
 from session_web.metrics import watch_pool
@@ -61,5 +61,6 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     app.register_blueprint(s2.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(durable.bp)
     app.add_url_rule("/healthz", "healthz", lambda: {"ok": True})
     return app

@@ -12,6 +12,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from session_core.durable.store import SqlDurableStreams
 from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
@@ -31,6 +32,7 @@ class UnitOfWork:
     runs: SessionRunRepository
     channels: StreamStore
     spent_tokens: SqlSpentTokenRepository
+    ds: SqlDurableStreams
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class UnitOfWork:
         self.channels = SqlChannelStore(
             self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
         )
+        self.ds = SqlDurableStreams(self._conn)
         return self
 
     def __exit__(
@@ -112,6 +115,13 @@ class UnitOfWork:
         hub = self._hub
         if hub is not None:
             self.on_commit(lambda: hub.publish(key, written.tail.seq_num, written))
+
+    def wake_readers(self, key: str) -> None:
+        """Once committed, make this process's live readers of channel ``key`` read again (a state
+        change that writes no record, such as closing a Durable Stream)."""
+        hub = self._hub
+        if hub is not None:
+            self.on_commit(lambda: hub.poke(key))
 
     def commit(self) -> None:
         self._tx.commit()

@@ -157,6 +157,12 @@ class WakeupHub:
             for subscription in self._subscriptions.get(key, ()):
                 subscription._deliver(tail, written)
 
+    def poke(self, key: str) -> None:
+        """Make the subscriptions of ``key`` read again, though its tail did not move."""
+        with self._lock:
+            for subscription in self._subscriptions.get(key, ()):
+                subscription._deliver(None)
+
     def poke_all(self) -> None:
         """Make every subscription read again: a feed may have missed announcements."""
         with self._lock:

@@ -1,0 +1,78 @@
+"""Durable Streams routes in-process, on SQLite and PostgreSQL: auth, and what the suite cannot see.
+
+The protocol itself is checked by the conformance suite (tests/e2e/test_ds_conformance.py); here,
+who may reach which stream, and that streams are rows of the shared database (another app on it,
+as after a restart, serves them).
+"""
+
+import uuid
+
+from flask.testing import FlaskClient
+
+from session_core.config import Settings
+from session_web.app import create_app
+from tests.integration.sessions_api import bearer
+
+
+def stream_url() -> str:
+    return f"/v1/stream/tests/{uuid.uuid4().hex}"
+
+
+def test_a_secret_key_creates_appends_and_reads(client: FlaskClient, env):
+    url, auth = stream_url(), bearer(env.api_key)
+    assert client.put(url, headers={**auth, "Content-Type": "application/json"}).status_code == 201
+    appended = client.post(url, data=b'[{"a": 1}, [2]]', headers={**auth, "Content-Type": "application/json"})
+    assert appended.status_code == 204
+    read = client.get(f"{url}?offset=-1", headers=auth)
+    assert read.status_code == 200
+    assert read.get_json() == [{"a": 1}, [2]]
+    assert read.headers["Stream-Next-Offset"] == appended.headers["Stream-Next-Offset"]
+    assert read.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_without_credentials_every_request_is_401(client: FlaskClient, env):
+    url = stream_url()
+    client.put(url, headers=bearer(env.api_key))
+    for method in ("PUT", "POST", "GET", "HEAD", "DELETE"):
+        assert client.open(url, method=method, data=b"x").status_code == 401, method
+    assert client.get(url, headers={"Authorization": "Bearer tr_dev_not-a-key"}).status_code == 401
+
+
+def test_a_key_of_another_environment_sees_404(client: FlaskClient, env, make_environment):
+    url, other = stream_url(), bearer(make_environment().api_key)
+    client.put(url, data=b"mine", headers={**bearer(env.api_key), "Content-Type": "text/plain"})
+    assert client.get(url, headers=other).status_code == 404
+    assert client.head(url, headers=other).status_code == 404
+    assert client.post(url, data=b"x", headers={**other, "Content-Type": "text/plain"}).status_code == 404
+    assert client.delete(url, headers=other).status_code == 404
+    # The same path in the other environment is another stream.
+    assert client.put(url, headers={**other, "Content-Type": "application/json"}).status_code == 201
+    assert client.get(f"{url}?offset=-1", headers=bearer(env.api_key)).data == b"mine"
+
+
+def test_the_public_environment_serves_requests_without_credentials(app_database_url, env, make_environment):
+    public = create_app(Settings(database_url=app_database_url, ds_public_environment=env.slug))
+    try:
+        client, url = public.test_client(), stream_url()
+        assert client.put(url, data=b"open", headers={"Content-Type": "text/plain"}).status_code == 201
+        assert client.get(f"{url}?offset=-1", headers=bearer(env.api_key)).data == b"open"
+        # A key still acts in its own environment, which does not hold the public stream.
+        assert client.get(url, headers=bearer(make_environment().api_key)).status_code == 404
+    finally:
+        public.extensions["sessions"].engine.dispose()
+
+
+def test_streams_outlive_the_app_that_wrote_them(client: FlaskClient, app_database_url, env):
+    url, auth = stream_url(), bearer(env.api_key)
+    client.put(url, data=b"\x00\xffbinary", headers={**auth, "Stream-TTL": "3600"})
+    client.post(url, data=b"\x01", headers={**auth, "Content-Type": "application/octet-stream"})
+    client.post(url, headers={**auth, "Stream-Closed": "true"})
+    restarted = create_app(Settings(database_url=app_database_url))
+    try:
+        read = restarted.test_client().get(f"{url}?offset=-1", headers=auth)
+        assert read.data == b"\x00\xffbinary\x01"
+        assert read.headers["Stream-Closed"] == "true"
+        head = restarted.test_client().head(url, headers=auth)
+        assert head.headers["Stream-TTL"] == "3600"
+    finally:
+        restarted.extensions["sessions"].engine.dispose()
