@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request
 
-from session_core.durable import service
+from session_core.durable import channels, service
+from session_core.durable.channels import PREFIX as SESSIONS_PREFIX
+from session_core.durable.channels import session_channel_of
 from session_core.durable.rules import (
+    JSON_TYPE,
     OFFSET_NOW,
     OFFSET_START,
     creation_content_type,
@@ -26,6 +29,7 @@ from session_core.durable.rules import (
     is_json_type,
     is_text_type,
     json_array,
+    json_messages,
     parse_expires_at,
     parse_offset,
     parse_producer,
@@ -41,7 +45,11 @@ from session_core.durable.service import (
     StreamClosed,
     StreamGone,
 )
-from session_core.errors import BadRequest, Forbidden, SessionsError, Unauthenticated
+from session_core.errors import BadRequest, Conflict, Forbidden, NotFound, SessionsError, Unauthenticated
+from session_core.models import Environment, Io, utcnow
+from session_core.scopes import Principal, PrincipalKind
+from session_core.services import channels as channel_service
+from session_core.services.channels import ChannelAppend
 from session_web.errors import error_response
 from session_web.routing import current_principal
 from session_web.services import Services, services
@@ -98,30 +106,27 @@ def _closed(error: StreamClosed) -> Response:
     return response
 
 
-def _environment_id(svc: Services) -> str:
-    """The environment a request acts in: its secret key's, or without credentials the public one.
+def _principal(svc: Services) -> Principal:
+    """Who is asking: the bearer token's principal, or without one the public environment's
+    (``SESSIONS_DS_PUBLIC_ENVIRONMENT``), with a secret key's rights.
 
     :raise Unauthenticated: no (valid) credentials, and no public environment configured.
-    :raise Forbidden: a token other than a secret key.
     """
     public = svc.settings.ds_public_environment
     if public and "Authorization" not in request.headers:
-        return _public_environment_id(svc, public)
-    principal = current_principal(allow_jwt=True)
-    if not principal.is_secret_key:
-        raise Forbidden("Durable Streams need a secret key")
-    return principal.environment.id
+        return Principal(_public_environment(svc, public), PrincipalKind.PRIVATE)
+    return current_principal(allow_jwt=True)
 
 
-def _public_environment_id(svc: Services, slug: str) -> str:
-    """The id of the environment named by ``SESSIONS_DS_PUBLIC_ENVIRONMENT``, looked up once."""
-    cache: dict[str, str] = current_app.extensions.setdefault("durable_public_environment", {})
+def _public_environment(svc: Services, slug: str) -> Environment:
+    """The environment named by ``SESSIONS_DS_PUBLIC_ENVIRONMENT``, looked up once per process."""
+    cache: dict[str, Environment] = current_app.extensions.setdefault("durable_public_environment", {})
     if slug not in cache:
         with svc.read_uow() as uow:
             environment = uow.environments.get_by_slug(slug)
         if environment is None:
             raise Unauthenticated("The public Durable Streams environment does not exist")
-        cache[slug] = environment.id
+        cache[slug] = environment
     return cache[slug]
 
 
@@ -142,7 +147,14 @@ def _stream_path(value: str) -> str:
 @bp.route("/<path:path>", methods=["GET", "HEAD", "PUT", "POST", "DELETE"])
 def stream(path: str) -> Response:
     svc = services()
-    environment_id = _environment_id(svc)
+    principal = _principal(svc)
+    channel = session_channel_of(path)
+    if channel is not None:
+        return _session_channel(svc, principal, path, *channel)
+    if path.startswith(SESSIONS_PREFIX):
+        raise NotFound("Stream not found")
+    if not principal.is_secret_key:
+        raise Forbidden("Durable Streams other than session channels need a secret key")
     views: dict[str, Callable[[Services, str, str], Response]] = {
         "PUT": _create,
         "POST": _append,
@@ -150,7 +162,7 @@ def stream(path: str) -> Response:
         "GET": _read,
         "DELETE": _delete,
     }
-    return views[request.method](svc, environment_id, path)
+    return views[request.method](svc, principal.environment.id, path)
 
 
 def _create_spec() -> CreateSpec:
@@ -278,23 +290,27 @@ def _start(offset: str | None) -> int | None:
 
 
 def _read(svc: Services, environment_id: str, path: str) -> Response:
+    def read_from(position: int | None) -> ReadResult:
+        return service.read(svc.read_uow(), svc.uow(), environment_id, path, position, READ_LIMIT, _now_ms())
+
+    return _serve_read(svc, path, read_from)
+
+
+def _serve_read(svc: Services, path: str, read_from: Callable[[int | None], ReadResult]) -> Response:
+    """A GET: catch-up, ``offset=now``, long-poll or SSE, over ``read_from(position)``."""
     offset = _offset_param()
     live = request.args.get("live")
     if live in ("long-poll", "sse") and offset is None:
         raise BadRequest(f"live={live} needs an offset")
     start = _start(offset)
-
-    def read_from(position: int | None) -> ReadResult:
-        return service.read(svc.read_uow(), svc.uow(), environment_id, path, position, READ_LIMIT, _now_ms())
-
     result = read_from(start)
     if live == "sse":
         return _sse(svc, result, result.tail if start is None else start, read_from)
     if live == "long-poll":
-        return _long_poll(svc, result, start, read_from)
+        return _long_poll(svc, path, result, start, read_from)
     if offset == OFFSET_NOW:
-        response = Response("[]" if is_json_type(result.stream.content_type) else b"", status=200)
-        response.content_type = result.stream.content_type
+        response = Response("[]" if is_json_type(result.content_type) else b"", status=200)
+        response.content_type = result.content_type
         response.headers["Cache-Control"] = "no-store"
         return _position_headers(response, result)
     return _data_response(path, offset or OFFSET_START, result)
@@ -310,7 +326,7 @@ def _position_headers(response: Response, result: ReadResult) -> Response:
 
 
 def _payload(result: ReadResult) -> bytes:
-    if is_json_type(result.stream.content_type):
+    if is_json_type(result.content_type):
         return json_array(result.bodies).encode()
     return b"".join(base64.b64decode(body) for body in result.bodies)
 
@@ -322,7 +338,7 @@ def _data_response(path: str, offset: str, result: ReadResult, cursor: str | Non
         response = Response(status=304)
         response.headers["ETag"] = tag
         return response
-    response = Response(_payload(result), status=200, content_type=result.stream.content_type)
+    response = Response(_payload(result), status=200, content_type=result.content_type)
     response.headers["ETag"] = tag
     response.headers["Cache-Control"] = CACHEABLE
     if cursor is not None:
@@ -331,7 +347,11 @@ def _data_response(path: str, offset: str, result: ReadResult, cursor: str | Non
 
 
 def _long_poll(
-    svc: Services, result: ReadResult, start: int | None, read_from: Callable[[int | None], ReadResult]
+    svc: Services,
+    path: str,
+    result: ReadResult,
+    start: int | None,
+    read_from: Callable[[int | None], ReadResult],
 ) -> Response:
     """Answer at once when there is data (or the stream is closed at the tail), else wait for an
     append up to ``SESSIONS_DS_LONG_POLL_MS`` and answer 204 with a cursor if none comes."""
@@ -340,7 +360,7 @@ def _long_poll(
     position = result.next_seq if start is None else start
     if not result.bodies and not result.closed_at_tail:
         deadline = time.monotonic() + svc.settings.ds_long_poll_ms / 1000
-        with svc.hub.subscribe(result.stream.key) as subscription:
+        with svc.hub.subscribe(result.key) as subscription:
             result = read_from(position)
             while not result.bodies and not result.closed_at_tail and not svc.hub.is_closed:
                 remaining = deadline - time.monotonic()
@@ -348,7 +368,7 @@ def _long_poll(
                     break
                 result = read_from(position)
     if result.bodies:
-        return _data_response(request.path.removeprefix(PREFIX + "/"), offset, result, cursor)
+        return _data_response(path, offset, result, cursor)
     response = Response(status=204)
     response.headers["Stream-Next-Offset"] = format_offset(max(position, result.next_seq))
     response.headers["Stream-Up-To-Date"] = "true"
@@ -382,7 +402,7 @@ def _sse(
     """``live=sse``: each record as a ``data`` event followed by its ``control`` event; base64 for
     types other than text and JSON. Ends at a closed tail, after ``SSE_LIFETIME_SECONDS``, or on
     shutdown; the client reconnects from the last ``streamNextOffset``."""
-    content_type = first.stream.content_type
+    content_type = first.content_type
     is_base64 = not is_text_type(content_type)
     client_cursor = request.args.get("cursor")
     wait_seconds = svc.settings.ds_long_poll_ms / 1000
@@ -395,7 +415,7 @@ def _sse(
     def events() -> Iterator[str]:
         position, result = start, first
         end_at = time.monotonic() + SSE_LIFETIME_SECONDS
-        with svc.hub.subscribe(first.stream.key) as subscription:
+        with svc.hub.subscribe(first.key) as subscription:
             while True:
                 cursor = response_cursor(client_cursor, _now_ms())
                 last = len(result.bodies) - 1
@@ -425,4 +445,62 @@ def _sse(
     response.headers["Cache-Control"] = "no-cache"
     if is_base64:
         response.headers["Stream-SSE-Data-Encoding"] = "base64"
+    return response
+
+
+def _session_channel(svc: Services, principal: Principal, path: str, session_ref: str, io: Io) -> Response:
+    """A session channel as a Durable Stream (see ``session_core.durable.channels``): read, append
+    JSON messages, HEAD, and PUT to confirm it; it closes with its session and cannot be deleted."""
+    if request.method == "DELETE":
+        response = error_response(405, "Session channels end when their session closes")
+        response.headers["Allow"] = "GET, HEAD, PUT, POST"
+        return response
+
+    def opened() -> channels.SessionChannel:
+        return channels.open_channel(svc.read_uow(), principal, session_ref, io, utcnow())
+
+    def read_from(position: int | None) -> ReadResult:
+        channel = opened()
+        bodies, next_seq, tail = channels.read_channel(svc.read_uow(), channel.key, position, READ_LIMIT)
+        return ReadResult(channel.key, JSON_TYPE, channel.ended, bodies, next_seq, tail)
+
+    if request.method == "GET":
+        return _serve_read(svc, path, read_from)
+    if request.method == "POST":
+        return _append_to_session_channel(svc, principal, session_ref, io)
+    current = read_from(None)
+    if request.method == "PUT":
+        spec = _create_spec()
+        wanted = spec.content_type or JSON_TYPE
+        if is_json_type(wanted) and spec == CreateSpec(content_type=spec.content_type, closed=current.closed):
+            response = Response(status=200, content_type=JSON_TYPE)
+        else:
+            response = error_response(409, "A session channel is an application/json stream of its session")
+    else:
+        response = Response(status=200, content_type=JSON_TYPE)
+        response.headers["Cache-Control"] = "no-store"
+    response.headers["Stream-Next-Offset"] = format_offset(current.tail)
+    if current.closed:
+        response.headers["Stream-Closed"] = "true"
+    return response
+
+
+def _append_to_session_channel(svc: Services, principal: Principal, session_ref: str, io: Io) -> Response:
+    """Each message of a JSON body becomes one record, as ``POST …/append`` stores a body."""
+    headers = request.headers
+    if any(name in headers for name in ("Stream-Closed", "Stream-Seq", "Producer-Id")):
+        raise BadRequest("Session channels take plain appends: close the session to end them")
+    body = _body()
+    if not body:
+        raise BadRequest("Empty body")
+    if not is_json_type(headers.get("Content-Type") or ""):
+        raise Conflict("A session channel takes application/json")
+    seq = 0
+    for text in json_messages(body, allow_empty=False):
+        append = ChannelAppend(principal, text, None, utcnow())
+        seq = channel_service.append_to_channel(
+            svc.uow(), svc.launcher, svc.appends, session_ref, io, append, svc.settings.part_id_ttl_seconds
+        )
+    response = Response(status=204)
+    response.headers["Stream-Next-Offset"] = format_offset(seq + 1)
     return response

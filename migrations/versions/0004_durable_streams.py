@@ -44,9 +44,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "ds_producers",
-        sa.Column(
-            "stream_id", sa.Text, sa.ForeignKey("ds_streams.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("stream_id", sa.Text, sa.ForeignKey("ds_streams.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("producer_id", sa.Text, primary_key=True),
         sa.Column("epoch", sa.BigInteger, nullable=False),
         sa.Column("last_seq", sa.BigInteger, nullable=False),

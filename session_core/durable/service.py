@@ -88,9 +88,15 @@ class Appended:
 
 @dataclass(frozen=True)
 class ReadResult:
-    """Stored record bodies from the read's start, and where the read ended (``next_seq``)."""
+    """Stored record bodies from the read's start, and where the read ended (``next_seq``).
 
-    stream: DsStream
+    ``key`` is the channel a live reader waits on for more; ``closed``, whether the stream takes no
+    more records.
+    """
+
+    key: str
+    content_type: str
+    closed: bool
     bodies: list[str]
     next_seq: int
     tail: int
@@ -101,7 +107,7 @@ class ReadResult:
 
     @property
     def closed_at_tail(self) -> bool:
-        return self.stream.closed and self.up_to_date
+        return self.closed and self.up_to_date
 
 
 def record_body(content_type: str, data: bytes, *, allow_empty: bool = False) -> list[str]:
@@ -419,7 +425,8 @@ def _read(uow: UnitOfWork, stream: DsStream, start: int | None, limit: int) -> R
     tail = uow.channels.tail(stream.key).seq_num
     begin = tail if start is None else start
     bodies = _read_chain(uow, stream, begin, tail, limit) if begin < tail else []
-    return ReadResult(stream, bodies, begin + len(bodies) if bodies else tail, tail)
+    next_seq = begin + len(bodies) if bodies else tail
+    return ReadResult(stream.key, stream.content_type, stream.closed, bodies, next_seq, tail)
 
 
 def _read_chain(uow: UnitOfWork, stream: DsStream, start: int, end: int, limit: int) -> list[str]:

@@ -5,6 +5,7 @@ who may reach which stream, and that streams are rows of the shared database (an
 as after a restart, serves them).
 """
 
+import json
 import uuid
 
 from flask.testing import FlaskClient
@@ -76,3 +77,61 @@ def test_streams_outlive_the_app_that_wrote_them(client: FlaskClient, app_databa
         assert head.headers["Stream-TTL"] == "3600"
     finally:
         restarted.extensions["sessions"].engine.dispose()
+
+
+def test_a_session_token_reaches_its_own_two_channels_only(client: FlaskClient, make_session):
+    mine, other = make_session(), make_session()
+    token = bearer(mine["publicAccessToken"])
+    json_type = {"Content-Type": "application/json"}
+    for io in ("in", "out"):
+        url = f"/v1/stream/sessions/{mine['id']}/{io}"
+        assert client.get(f"{url}?offset=-1", headers=token).status_code == 200, io
+        assert client.head(url, headers=token).status_code == 200, io
+    appended = client.post(
+        f"/v1/stream/sessions/{mine['id']}/in", data=b'{"text": "hi"}', headers={**token, **json_type}
+    )
+    assert appended.status_code == 204
+    read = client.get(f"/v1/stream/sessions/{mine['externalId']}/in?offset=-1", headers=token)
+    assert [json.loads(item["data"]) for item in read.get_json()] == [{"text": "hi"}]
+    # Only a secret key speaks on .out, as on the realtime routes.
+    refused = client.post(f"/v1/stream/sessions/{mine['id']}/out", data=b"{}", headers={**token, **json_type})
+    assert refused.status_code == 403
+    for io in ("in", "out"):
+        assert (
+            client.get(f"/v1/stream/sessions/{other['id']}/{io}?offset=-1", headers=token).status_code == 403
+        )
+    assert client.put(stream_url(), headers=token).status_code == 403
+
+
+def test_a_key_of_another_environment_sees_no_session_channel(
+    client: FlaskClient, make_session, make_environment
+):
+    session, other = make_session(), bearer(make_environment().api_key)
+    for io in ("in", "out"):
+        assert (
+            client.get(f"/v1/stream/sessions/{session['id']}/{io}?offset=-1", headers=other).status_code
+            == 404
+        )
+    assert client.get(f"/v1/stream/sessions/{session['id']}/in?offset=-1").status_code == 401
+
+
+def test_session_channels_present_records_as_json_messages(client: FlaskClient, env, make_session):
+    session, key = make_session(), bearer(env.api_key)
+    base = f"/v1/stream/sessions/{session['id']}/out"
+    client.post(
+        f"/realtime/v1/sessions/{session['id']}/out/append", data=b'{"type":"text-delta"}',
+        headers={**key, "X-Part-Id": "p1"},
+    )  # fmt: skip
+    client.post(f"{base}", data=b'[{"a": 1}, "two"]', headers={**key, "Content-Type": "application/json"})
+    read = client.get(f"{base}?offset=-1", headers=key)
+    assert read.get_json() == [
+        {"data": '{"type":"text-delta"}', "id": "p1"},
+        {"data": '{"a":1}', "id": read.get_json()[1]["id"]},
+        {"data": '"two"', "id": read.get_json()[2]["id"]},
+    ]
+    assert read.headers["Content-Type"] == "application/json"
+    assert "Stream-Closed" not in read.headers
+    client.post(f"/api/v1/sessions/{session['id']}/close", json={}, headers=key)
+    closed = client.get(f"{base}?offset={read.headers['Stream-Next-Offset']}", headers=key)
+    assert closed.headers["Stream-Closed"] == "true"
+    assert client.delete(base, headers=key).status_code == 405
