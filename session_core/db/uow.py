@@ -21,7 +21,9 @@ from session_core.repositories.sql import (
     SqlSpentTokenRepository,
 )
 from session_core.streams.store import ReadBatch, SqlChannelStore, StreamStore
-from session_core.streams.wakeups import WakeupHub
+from session_core.streams.wakeups import NOTIFY_CHANNEL, WakeupHub, poke_notice
+
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 class UnitOfWork:
@@ -117,8 +119,11 @@ class UnitOfWork:
             self.on_commit(lambda: hub.publish(key, written.tail.seq_num, written))
 
     def wake_readers(self, key: str) -> None:
-        """Once committed, make this process's live readers of channel ``key`` read again (a state
-        change that writes no record, such as closing a Durable Stream)."""
+        """Once committed, make the live readers of channel ``key`` read again (a state change that
+        writes no record, such as closing a Durable Stream): this process's at once, and on
+        PostgreSQL every other process's through the NOTIFY their tail feeds listen to."""
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": poke_notice(key)})
         hub = self._hub
         if hub is not None:
             self.on_commit(lambda: hub.poke(key))

@@ -306,9 +306,9 @@ def append(uow: UnitOfWork, environment_id: str, path: str, request: AppendReque
 
 
 def _append(uow: UnitOfWork, stream: DsStream, request: AppendRequest, now_ms: int) -> Appended:
-    tail = uow.channels.tail(stream.key).seq_num
     producer = request.producer
     if stream.closed:
+        tail = uow.channels.tail(stream.key).seq_num
         if producer is not None and producer == stream.closed_by:
             return Appended(tail, True, ProducerVerdict("duplicate", last_seq=producer.seq))
         if not request.body and producer is None:
@@ -323,24 +323,27 @@ def _append(uow: UnitOfWork, stream: DsStream, request: AppendRequest, now_ms: i
     if producer is not None:
         verdict = judge_producer(uow.ds.producer(stream.id, producer.producer_id), producer)
         if verdict.status != "accepted":
-            return Appended(tail, False, verdict)
+            return Appended(uow.channels.tail(stream.key).seq_num, False, verdict)
+    updated = stream
     if request.body and request.stream_seq is not None:
         if stream.stream_seq is not None and request.stream_seq <= stream.stream_seq:
             raise Conflict("Stream-Seq must be greater than the last one")
-        stream = replace(stream, stream_seq=request.stream_seq)
+        updated = replace(updated, stream_seq=request.stream_seq)
     if request.body:
-        bodies = record_body(stream.content_type, request.body)
-        tail = uow.channels.append(
-            stream.key, [NewRecord(body) for body in bodies], now_ms=now_ms
-        ).tail.seq_num
+        records = [NewRecord(body) for body in record_body(stream.content_type, request.body)]
+        tail = uow.channels.append(stream.key, records, now_ms=now_ms).tail.seq_num
+    else:
+        tail = uow.channels.tail(stream.key).seq_num
     if producer is not None and verdict is not None and verdict.state is not None:
         uow.ds.save_producer(stream.id, producer.producer_id, verdict.state, now_ms)
     if request.close:
-        stream = replace(stream, closed=True, closed_by=producer)
+        updated = replace(updated, closed=True, closed_by=producer)
         uow.wake_readers(stream.key)
-    last_access = now_ms if stream.ttl_seconds is not None else stream.last_access_ms
-    uow.ds.save(replace(stream, last_access_ms=max(last_access, stream.last_access_ms)))
-    return Appended(tail, stream.closed, verdict)
+    if updated.ttl_seconds is not None:
+        updated = replace(updated, last_access_ms=max(now_ms, updated.last_access_ms))
+    if updated != stream:
+        uow.ds.save(updated)
+    return Appended(tail, updated.closed, verdict)
 
 
 def head(

@@ -6,11 +6,18 @@ as after a restart, serves them).
 """
 
 import json
+import threading
+import time
 import uuid
 
+import pytest
 from flask.testing import FlaskClient
 
 from session_core.config import Settings
+from session_core.db.migrate import upgrade_database
+from session_core.db.uow import UnitOfWork
+from session_core.models import EnvironmentType, utcnow
+from session_core.services.environments import create_environment
 from session_web.app import create_app
 from tests.integration.sessions_api import bearer
 
@@ -135,3 +142,53 @@ def test_session_channels_present_records_as_json_messages(client: FlaskClient, 
     closed = client.get(f"{base}?offset={read.headers['Stream-Next-Offset']}", headers=key)
     assert closed.headers["Stream-Closed"] == "true"
     assert client.delete(base, headers=key).status_code == 405
+
+
+@pytest.mark.postgres
+def test_a_close_through_another_server_ends_a_long_poll_at_once(pg_url):
+    """Closing writes no record; the poke NOTIFY still reaches the other process's waiting readers.
+    The long-poll here would wait ten minutes: it only returns because the close woke it."""
+    upgrade_database(pg_url)
+    waiting = create_app(Settings(database_url=pg_url, ds_long_poll_ms=600_000))
+    closing = create_app(Settings(database_url=pg_url))
+    engine = closing.extensions["sessions"].engine
+    env = create_environment(
+        UnitOfWork(engine), f"env-{uuid.uuid4().hex[:12]}", EnvironmentType.DEVELOPMENT, utcnow()
+    )
+    url, auth = stream_url(), bearer(env.api_key)
+
+    def long_poll_while(change) -> object:
+        """Start a long-poll at the tail on ``waiting``, make ``change`` through ``closing`` once it
+        waits, and return its answer."""
+        tail = closing.test_client().head(url, headers=auth).headers["Stream-Next-Offset"]
+        answers: list = []
+        poll = threading.Thread(
+            target=lambda: answers.append(
+                waiting.test_client().get(f"{url}?offset={tail}&live=long-poll", headers=auth)
+            )
+        )
+        poll.start()
+        for _ in range(6000):  # until the long-poll waits (bounded, should the read fail instead)
+            if waiting.extensions["sessions"].hub.subscribed_keys() or not poll.is_alive():
+                break
+            time.sleep(0.01)
+        change(closing.test_client())
+        poll.join(timeout=60)
+        assert answers, "the long-poll was not woken"
+        return answers[0]
+
+    try:
+        closing.test_client().put(url, headers={**auth, "Content-Type": "text/plain"})
+        # An append wakes it (and shows the other process's feed is listening by now) ...
+        appended = long_poll_while(
+            lambda c: c.post(url, data=b"a", headers={**auth, "Content-Type": "text/plain"})
+        )
+        assert appended.status_code == 200 and appended.data == b"a"
+        # ... and so does a close, which appends nothing.
+        closed = long_poll_while(lambda c: c.post(url, headers={**auth, "Stream-Closed": "true"}))
+        assert closed.status_code == 204
+        assert closed.headers["Stream-Closed"] == "true"
+    finally:
+        for app in (waiting, closing):
+            app.extensions["sessions"].hub.close()
+            app.extensions["sessions"].engine.dispose()
