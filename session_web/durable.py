@@ -419,16 +419,19 @@ def _sse(
             while True:
                 cursor = response_cursor(client_cursor, _now_ms())
                 last = len(result.bodies) - 1
+                # One write per read: a data event never leaves without its control event, so a
+                # client that stops at the first complete event after some text has both.
+                chunk = []
                 for index, body in enumerate(result.bodies):
                     position += 1
                     at_tail = index == last and result.up_to_date
-                    yield _sse_event("data", data_of(body))
-                    yield _control(
-                        position, cursor, up_to_date=at_tail, closed=at_tail and result.closed_at_tail
-                    )
+                    chunk.append(_sse_event("data", data_of(body)))
+                    closed = at_tail and result.closed_at_tail
+                    chunk.append(_control(position, cursor, up_to_date=at_tail, closed=closed))
                 if not result.bodies:
                     position = result.next_seq
-                    yield _control(position, cursor, up_to_date=True, closed=result.closed_at_tail)
+                    chunk.append(_control(position, cursor, up_to_date=True, closed=result.closed_at_tail))
+                yield "".join(chunk)
                 if result.closed_at_tail:
                     return
                 if result.up_to_date:
