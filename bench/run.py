@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--targets", default="sessions,durable-streams", help="comma list of servers to measure")
     p.add_argument(
+        "--protocol",
+        choices=["realtime", "ds"],
+        default="realtime",
+        help="what our server speaks: its realtime routes, or Durable Streams (/v1/stream)",
+    )
+    p.add_argument(
         "--idempotent", action="store_true", help="X-Part-Id on ours, Producer-Id/Seq on the reference"
     )
     p.add_argument("--payload-bytes", type=int, default=d.payload_bytes)
@@ -143,7 +149,11 @@ def start_targets(args: argparse.Namespace, stack: ExitStack, setup: dict[str, A
                 url = f"sqlite:///{tmp}/sessions.db"
             live, api_key = servers.start_sessions(url, args.workers)
             stack.callback(live.close)
-            target = SessionsTarget(live.base_url, api_key, idempotent=args.idempotent)
+            target: Target = (
+                DurableStreamsTarget(live.base_url, idempotent=args.idempotent, api_key=api_key)
+                if args.protocol == "ds"
+                else SessionsTarget(live.base_url, api_key, idempotent=args.idempotent)
+            )
             target.name = "sessions" if len(databases) == 1 else f"sessions ({db})"
             target.pid = live.pid
             target.cpu_roots = {"server": live.pid, "database": database_pid}
@@ -169,7 +179,7 @@ async def measure(
 
     async def cell(target: Target, key: str, work: Any) -> Any:
         profiler = None
-        if profile_dir is not None and isinstance(target, SessionsTarget):
+        if profile_dir is not None and target.name.startswith("sessions"):
             slug = target.name.replace(" ", "").replace("(", "-").replace(")", "")
             assert target.pid is not None
             profiler = Profiler(target.pid, profile_dir / f"{run_id}-{slug}-{key}.txt")
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "before": machine.snapshot(),
         "pg_fsync": args.pg_fsync,
         "idempotent": args.idempotent,
+        "protocol": args.protocol,
     }
     started = time.perf_counter()
     with ExitStack() as stack:

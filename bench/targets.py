@@ -233,10 +233,15 @@ class SessionsTarget(Target):
 
 
 class DurableStreamsTarget(Target):
-    """The reference server: JSON-mode streams under ``/v1/stream/{name}``."""
+    """A Durable Streams server: JSON-mode streams under ``/v1/stream/{name}``. The reference server
+    takes no credentials; ours (``--protocol ds``) takes ``api_key`` as a bearer token."""
 
     name = "durable-streams"
-    json_headers = {"Content-Type": "application/json"}
+
+    def __init__(self, base_url: str, idempotent: bool = False, api_key: str | None = None) -> None:
+        super().__init__(base_url, idempotent)
+        self.auth = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        self.json_headers = {**self.auth, "Content-Type": "application/json"}
 
     async def create_stream(self, http: aiohttp.ClientSession, name: str) -> Stream:
         url = f"{self.base_url}/v1/stream/{name}"
@@ -258,7 +263,7 @@ class DurableStreamsTarget(Target):
         response = await http.get(
             stream.read_url,
             params={"offset": "-1", "live": "sse"},
-            headers={**IDENTITY, "Accept": "text/event-stream"},
+            headers={**self.auth, **IDENTITY, "Accept": "text/event-stream"},
         )
         if response.status != 200:
             text = (await response.text())[:300]
@@ -274,7 +279,8 @@ class DurableStreamsTarget(Target):
     async def read_all_json(self, http: aiohttp.ClientSession, stream: Stream, expected: int) -> int:
         count, offset = 0, "-1"
         for _ in range(MAX_PAGES):
-            async with http.get(stream.read_url, params={"offset": offset}, headers=IDENTITY) as response:
+            headers = {**self.auth, **IDENTITY}
+            async with http.get(stream.read_url, params={"offset": offset}, headers=headers) as response:
                 await _check(response, "read", (200,))
                 messages: list[Any] = await response.json(content_type=None)
                 offset = response.headers.get("Stream-Next-Offset", offset)

@@ -160,6 +160,9 @@ class Settings:
     webhook_secret: str | None = None
     celery_broker_url: str | None = None
     launch_timeout_seconds: int = 10
+    # Durable Streams: how long a long-poll waits, and the environment served without credentials.
+    ds_long_poll_ms: int = 20_000
+    ds_public_environment: str | None = None
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
@@ -199,6 +202,8 @@ class Settings:
             webhook_secret=webhook_secret,
             celery_broker_url=broker,
             launch_timeout_seconds=_int(environ, "SESSIONS_LAUNCH_TIMEOUT_SECONDS", 10, 1),
+            ds_long_poll_ms=_int(environ, "SESSIONS_DS_LONG_POLL_MS", 20_000, 1),
+            ds_public_environment=environ.get("SESSIONS_DS_PUBLIC_ENVIRONMENT") or None,
             replication=ReplicationSettings.from_env(environ),
         )
 

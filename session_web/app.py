@@ -16,7 +16,7 @@ from session_core.repositories.sql import SqlSessionLister
 from session_core.services.launches import Dispatcher, DispatchPolicy, LaunchSender, OutboxLauncher
 from session_core.services.runs import RecordingLauncher, RunLauncher
 from session_core.streams.wakeups import WakeupHub, start_tail_feed
-from session_web import auth_api, console, control, cors, openapi, realtime, runs, s2
+from session_web import auth_api, console, control, cors, durable, openapi, realtime, runs, s2
 from session_web.errors import register_error_handlers
 from session_web.health import bp as health_bp
 from session_web.metrics import count_run_launch, watch_pool
@@ -89,5 +89,6 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     app.register_blueprint(s2.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(durable.bp)
     app.add_url_rule("/healthz", "healthz", lambda: {"ok": True})
     return app

@@ -144,3 +144,47 @@ spent_tokens = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False),
     sa.Index("spent_tokens_expires_at_idx", "expires_at"),
 )
+
+# Durable Streams (``/v1/stream/{path}``): one row per stream of an environment. Its records live
+# in the channel store under ``ds_channel_key(environment_id, id)``; ``id`` is fresh per creation,
+# so a path deleted and created again never shows the old records. ``ttl_seconds`` slides from
+# ``last_access_ms``; ``expires_at`` is kept as sent (HEAD echoes it) beside its epoch ms. A fork
+# reads ``source_id`` below ``fork_seq``; a deleted stream that forks still read (``ref_count``)
+# stays as a ``soft_deleted`` row until the last of them goes.
+ds_streams = sa.Table(
+    "ds_streams",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("environment_id", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("ttl_seconds", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.Text, nullable=True),
+    sa.Column("expires_at_ms", sa.BigInteger, nullable=True),
+    sa.Column("closed", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The producer tuple whose append closed the stream, as JSON, so its retry is a duplicate.
+    sa.Column("closed_by", sa.Text, nullable=True),
+    sa.Column("soft_deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ref_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("source_id", sa.Text, nullable=True),
+    sa.Column("forked_from", sa.Text, nullable=True),
+    sa.Column("fork_seq", sa.BigInteger, nullable=True),
+    sa.Column("fork_sub_offset", sa.BigInteger, nullable=False, server_default="0"),
+    # The last ``Stream-Seq`` accepted (byte-wise ordering), if writers coordinate with it.
+    sa.Column("stream_seq", sa.Text, nullable=True),
+    sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_access_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("environment_id", "path", name="ds_streams_environment_path_key"),
+)
+
+# Idempotent producers of a Durable Stream: written in the append's transaction, so a producer's
+# state never runs ahead of (or behind) the records it vouches for.
+ds_producers = sa.Table(
+    "ds_producers",
+    metadata,
+    sa.Column("stream_id", sa.Text, sa.ForeignKey("ds_streams.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("producer_id", sa.Text, primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+)

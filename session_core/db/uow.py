@@ -12,6 +12,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from session_core.durable.store import SqlDurableStreams
 from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
@@ -21,7 +22,9 @@ from session_core.repositories.sql import (
     SqlSpentTokenRepository,
 )
 from session_core.streams.store import ReadBatch, SqlChannelStore, StreamStore
-from session_core.streams.wakeups import WakeupHub
+from session_core.streams.wakeups import NOTIFY_CHANNEL, WakeupHub, poke_notice
+
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 class UnitOfWork:
@@ -33,6 +36,7 @@ class UnitOfWork:
     launches: SqlLaunchRepository
     channels: StreamStore
     spent_tokens: SqlSpentTokenRepository
+    ds: SqlDurableStreams
 
     def __init__(
         self,
@@ -82,6 +86,7 @@ class UnitOfWork:
         self.channels = SqlChannelStore(
             self._conn, on_appended=self._wake_readers_after_commit, prepare=self._pg_prepare
         )
+        self.ds = SqlDurableStreams(self._conn)
         return self
 
     def __exit__(
@@ -115,6 +120,16 @@ class UnitOfWork:
         hub = self._hub
         if hub is not None:
             self.on_commit(lambda: hub.publish(key, written.tail.seq_num, written))
+
+    def wake_readers(self, key: str) -> None:
+        """Once committed, make the live readers of channel ``key`` read again (a state change that
+        writes no record, such as closing a Durable Stream): this process's at once, and on
+        PostgreSQL every other process's through the NOTIFY their tail feeds listen to."""
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": poke_notice(key)})
+        hub = self._hub
+        if hub is not None:
+            self.on_commit(lambda: hub.poke(key))
 
     def commit(self) -> None:
         self._tx.commit()

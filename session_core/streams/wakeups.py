@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "sessions_channel_tail"
+_POKE = "*"
 _FIRST_BACKOFF_SECONDS = 0.1
 
 
@@ -40,9 +41,18 @@ def tail_notice(key: str, tail: int) -> str:
     return f"{tail} {key}"
 
 
-def parse_tail_notice(payload: str) -> tuple[str, int] | None:
-    """Split a payload from ``tail_notice``; None for anything else (never raise in the listener)."""
+def poke_notice(key: str) -> str:
+    """The NOTIFY payload asking readers of channel ``key`` to read again, though its tail did not
+    move (a Durable Stream closed or deleted)."""
+    return f"{_POKE} {key}"
+
+
+def parse_tail_notice(payload: str) -> tuple[str, int | None] | None:
+    """Split a payload from ``tail_notice`` (or ``poke_notice``: tail None); None for anything else
+    (never raise in the listener)."""
     tail, _, key = payload.partition(" ")
+    if key and tail == _POKE:
+        return key, None
     if not key or not tail.isdigit():
         return None
     return key, int(tail)
@@ -150,12 +160,19 @@ class WakeupHub:
             self._subscriptions.setdefault(key, set()).add(subscription)
         return subscription
 
-    def publish(self, key: str, tail: int, written: ReadBatch | None = None) -> None:
-        """Wake the subscriptions of ``key`` that have not yet seen ``tail``; ``written`` is the
-        batch of records this process appended up to ``tail``, shared by every reader that takes it."""
+    def publish(self, key: str, tail: int | None, written: ReadBatch | None = None) -> None:
+        """Wake the subscriptions of ``key`` that have not yet seen ``tail`` (all of them for None);
+        ``written`` is the batch of records this process appended up to ``tail``, shared by every
+        reader that takes it."""
         with self._lock:
             for subscription in self._subscriptions.get(key, ()):
                 subscription._deliver(tail, written)
+
+    def poke(self, key: str) -> None:
+        """Make the subscriptions of ``key`` read again, though its tail did not move."""
+        with self._lock:
+            for subscription in self._subscriptions.get(key, ()):
+                subscription._deliver(None)
 
     def poke_all(self) -> None:
         """Make every subscription read again: a feed may have missed announcements."""

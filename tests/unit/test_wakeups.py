@@ -2,7 +2,7 @@
 
 import threading
 
-from session_core.streams.wakeups import WakeupHub, parse_tail_notice, tail_notice
+from session_core.streams.wakeups import WakeupHub, parse_tail_notice, poke_notice, tail_notice
 
 GENEROUS = 10.0
 
@@ -94,3 +94,8 @@ def test_a_malformed_notice_is_ignored():
     assert parse_tail_notice("nonsense") is None
     assert parse_tail_notice("-1 key") is None
     assert parse_tail_notice("12") is None
+
+
+def test_a_poke_notice_names_its_channel_and_no_tail():
+    assert parse_tail_notice(poke_notice("env/ds/a b")) == ("env/ds/a b", None)
+    assert parse_tail_notice("* ") is None

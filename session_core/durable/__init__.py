@@ -1,0 +1,1 @@
+"""The Durable Streams protocol on the channel store."""
