@@ -17,12 +17,9 @@ from typing import Any
 
 from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import JSON_TYPE, json_record_body
-from session_core.errors import NotFound
-from session_core.ids import is_session_friendly_id
 from session_core.models import IOS, ChannelRecord, Io, SessionStatus, session_status
 from session_core.scopes import Principal
-from session_core.services.channels import open_envelope
-from session_core.services.sessions import authorize
+from session_core.services.channels import find_session_for_read, open_envelope
 from session_core.streams.store import channel_key
 
 PREFIX = "sessions/"
@@ -69,16 +66,7 @@ def open_channel(
     :raise NotFound: a friendly id without a session.
     :raise Forbidden: the token may read none of the session's names.
     """
-    with uow:
-        session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
-    if session is None and is_session_friendly_id(session_ref):
-        raise NotFound("Stream not found")
-    ids = (
-        [session_ref]
-        if session is None
-        else [session.addressing_key, session.friendly_id, session.external_id]
-    )
-    authorize(principal, "read", {"sessions": ids})
+    session = find_session_for_read(uow, principal, session_ref, "Stream not found")
     if session is None:
         return SessionChannel(channel_key(principal.environment.id, session_ref, io), ended=False)
     ended = session_status(session, now) is not SessionStatus.ACTIVE

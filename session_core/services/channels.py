@@ -408,25 +408,37 @@ def _append_after_lookup(
     return _outcomes(len(batch), errors, accepted, acks)
 
 
-def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
-    """Return the store key of the channel a reader asks for (loader order: existence, then scopes).
+def find_session_for_read(
+    uow: UnitOfWork, principal: Principal, session_ref: str, not_found: str = "Not found"
+) -> Session | None:
+    """The session a reader names, checked in loader order: existence, then scopes.
 
     A ``session_…`` id needs a row and is NotFound *before* the scope check, as Trigger.dev's
-    loaders answer; an externalId needs no row and names the channel itself.
+    loaders answer; an externalId needs no row (None: it names its channel itself).
 
-    :raise NotFound: a friendly id without a session.
+    :raise NotFound: a friendly id without a session (``not_found`` is the message).
     :raise Forbidden: the token may read none of the session's names.
     """
     with uow:
         session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
     if session is None and is_session_friendly_id(session_ref):
-        raise NotFound("Not found")
+        raise NotFound(not_found)
     ids = (
         [session_ref]
         if session is None
         else [session.addressing_key, session.friendly_id, session.external_id]
     )
     authorize(principal, "read", {"sessions": ids})
+    return session
+
+
+def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
+    """Return the store key of the channel a reader asks for (``find_session_for_read``'s checks).
+
+    :raise NotFound: a friendly id without a session.
+    :raise Forbidden: the token may read none of the session's names.
+    """
+    session = find_session_for_read(uow, principal, session_ref)
     return channel_key(principal.environment.id, session.addressing_key if session else session_ref, io)
 
 
