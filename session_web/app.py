@@ -7,6 +7,7 @@ import os
 import sqlalchemy as sa
 from flask import Flask
 
+from session_core.channels.wakeups import WakeupHub, start_tail_feed
 from session_core.config import Settings
 from session_core.db.engine import make_engine
 from session_core.db.uow import UnitOfWork
@@ -15,7 +16,6 @@ from session_core.repositories.ports import SessionLister
 from session_core.repositories.sql import SqlSessionLister
 from session_core.services.launches import Dispatcher, DispatchPolicy, LaunchSender, OutboxLauncher
 from session_core.services.runs import RecordingLauncher, RunLauncher
-from session_core.streams.wakeups import WakeupHub, start_tail_feed
 from session_web import auth_api, console, control, cors, durable, openapi, realtime, runs, s2
 from session_web.errors import register_error_handlers
 from session_web.health import bp as health_bp

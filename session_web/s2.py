@@ -15,11 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from session_core.channels.records import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from session_core.models import IOS, ChannelRecord, utcnow
 from session_core.scopes import Principal
 from session_core.services import streams as service
-from session_core.streams.store import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_web import metrics, s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
 from session_web.services import services

@@ -9,16 +9,16 @@ import sqlalchemy as sa
 from flask import current_app
 
 from session_core.auth import CachedEnvironments
+from session_core.channels.flight import SingleFlight
+from session_core.channels.group_commit import GroupCommit
+from session_core.channels.records import ReadBatch
+from session_core.channels.wakeups import WakeupHub
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
 from session_core.services.channels import AppendGroups
 from session_core.services.runs import RunLauncher
 from session_core.services.tokens import spend_one_time_token
-from session_core.streams.flight import SingleFlight
-from session_core.streams.group_commit import GroupCommit
-from session_core.streams.store import ReadBatch
-from session_core.streams.wakeups import WakeupHub
 from session_web.live_reads import LiveReads
 
 

@@ -12,6 +12,10 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from session_core.channels.notices import NOTIFY_CHANNEL, poke_notice
+from session_core.channels.records import ReadBatch
+from session_core.channels.store import ChannelStore, SqlChannelStore
+from session_core.channels.wakeups import WakeupHub
 from session_core.durable.store import SqlDurableStreams
 from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
 from session_core.repositories.sql import (
@@ -21,8 +25,6 @@ from session_core.repositories.sql import (
     SqlSessionRunRepository,
     SqlSpentTokenRepository,
 )
-from session_core.streams.store import ReadBatch, SqlChannelStore, StreamStore
-from session_core.streams.wakeups import NOTIFY_CHANNEL, WakeupHub, poke_notice
 
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
@@ -34,7 +36,7 @@ class UnitOfWork:
     environments: EnvironmentRepository
     runs: SessionRunRepository
     launches: SqlLaunchRepository
-    channels: StreamStore
+    channels: ChannelStore
     spent_tokens: SqlSpentTokenRepository
     ds: SqlDurableStreams
 

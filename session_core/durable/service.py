@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
+from session_core.channels.records import NewRecord
 from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import (
     DEFAULT_CONTENT_TYPE,
@@ -29,7 +30,6 @@ from session_core.durable.rules import (
 )
 from session_core.durable.store import DsStream
 from session_core.errors import BadRequest, Conflict, NotFound, SessionsError
-from session_core.streams.store import NewRecord
 
 
 class StreamGone(SessionsError):

@@ -13,6 +13,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from session_core.channels.memory import MemoryChannel, MemoryChannelStore
+from session_core.channels.store import ChannelStore
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, is_run_live
@@ -23,8 +25,6 @@ from session_core.repositories.ports import (
     SessionRepository,
     SessionRunRepository,
 )
-from session_core.streams.memory import MemoryChannel, MemoryChannelStore
-from session_core.streams.store import StreamStore
 
 
 @dataclass
@@ -191,7 +191,7 @@ class MemoryUnitOfWork:
         self.sessions: SessionRepository = MemorySessionRepository(self.db)
         self.runs: SessionRunRepository = MemorySessionRunRepository(self.db)
         self.environments: EnvironmentRepository = MemoryEnvironmentRepository(self.db)
-        self.channels: StreamStore = MemoryChannelStore(self.db.channels, self.sessions.get_by_ref)
+        self.channels: ChannelStore = MemoryChannelStore(self.db.channels, self.sessions.get_by_ref)
         self.commits = 0
         self._after_commit: list[Callable[[], None]] = []
 

@@ -16,6 +16,16 @@ from datetime import UTC, datetime
 import orjson
 
 from session_core.auth import mint_token
+from session_core.channels.group_commit import GroupCommit
+from session_core.channels.records import (
+    Append,
+    AppendAck,
+    NewRecord,
+    OpenSession,
+    ReadBatch,
+    channel_key,
+    stream_name,
+)
 from session_core.db.uow import UnitOfWork
 from session_core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge, SessionsError
 from session_core.ids import is_session_friendly_id
@@ -32,16 +42,6 @@ from session_core.models import (
 from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, can, super_scopes
 from session_core.services.runs import RunLauncher, current_run_is_live, ensure_run
 from session_core.services.sessions import authorize
-from session_core.streams.group_commit import GroupCommit
-from session_core.streams.store import (
-    Append,
-    AppendAck,
-    NewRecord,
-    OpenSession,
-    ReadBatch,
-    channel_key,
-    stream_name,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from session_core.channels.records import NewRecord, channel_key
 from session_core.db.uow import UnitOfWork
 from session_core.models import IOS, ChannelRecord, Session
-from session_core.streams.store import NewRecord, channel_key
 
 CONTROL_HEADER = "trigger-control"
 SESSION_CLOSED = "session-closed"

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from session_core.auth import mint_token
+from session_core.channels.records import stream_name
 from session_core.db.uow import UnitOfWork
 from session_core.errors import Conflict, Forbidden, NotFound
 from session_core.ids import generate_cuid, run_friendly_id
@@ -29,7 +30,6 @@ from session_core.models import (
     run_status,
 )
 from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, session_token_scopes
-from session_core.streams.store import stream_name
 
 logger = logging.getLogger(__name__)
 MAX_CLAIM_ATTEMPTS = 3

@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from session_core.channels.append_rules import is_storable_key
+from session_core.channels.records import AppendAck, NewRecord, ReadBatch, StreamPosition
+from session_core.channels.wakeups import WakeupHub
 from session_core.db.uow import UnitOfWork
 from session_core.errors import InvalidInput, PayloadTooLarge, SessionsError, VersionMismatch
 from session_core.models import IOS, ChannelRecord, refuse_if_not_active
 from session_core.scopes import Principal
 from session_core.services.channels import authorize_stream, epoch_ms, read_batch
-from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition, is_storable_key
-from session_core.streams.wakeups import WakeupHub
 
 
 class ReadPastTail(SessionsError):

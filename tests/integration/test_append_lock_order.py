@@ -14,6 +14,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.group_commit import GroupCommit
+from session_core.channels.records import channel_key
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata, session_runs
 from session_core.db.uow import UnitOfWork
@@ -22,8 +24,6 @@ from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels as service
 from session_core.services.environments import create_environment
 from session_core.services.runs import RecordingLauncher
-from session_core.streams.group_commit import GroupCommit
-from session_core.streams.store import channel_key
 from tests.unit.factories import make_session
 
 ROUNDS = 5

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.group_commit import GroupCommit
+from session_core.channels.records import channel_key
 from session_core.db.engine import make_engine
 from session_core.db.migrate import upgrade_database
 from session_core.db.tables import channels
@@ -21,8 +23,6 @@ from session_core.models import EnvironmentType, Session, utcnow
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels as service
 from session_core.services.environments import create_environment
-from session_core.streams.group_commit import GroupCommit
-from session_core.streams.store import channel_key
 from tests.unit.factories import make_session
 
 WRITERS = 12

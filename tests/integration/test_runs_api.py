@@ -6,13 +6,13 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.group_commit import GroupCommit
 from session_core.db.tables import session_runs
 from session_core.db.uow import UnitOfWork
 from session_core.models import Environment, EnvironmentType, utcnow
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels as channel_service
 from session_core.services.environments import create_environment
-from session_core.streams.group_commit import GroupCommit
 from tests.integration.sessions_api import bearer, session_body
 
 RUN_ITEM_KEYS = {

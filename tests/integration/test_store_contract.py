@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.channels.records import Append, NewRecord, OpenSession, SeqNumMismatch, StreamPosition
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
 from session_core.db.uow import UnitOfWork
 from session_core.errors import Conflict, InvalidInput, NotFound
 from session_core.repositories.memory import MemoryDatabase, MemoryUnitOfWork
-from session_core.streams.store import Append, NewRecord, OpenSession, SeqNumMismatch, StreamPosition
 from tests.unit.factories import make_session
 
 NOW = 1_800_000_000_000

@@ -9,18 +9,13 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.notices import NOTIFY_CHANNEL, tail_notice
+from session_core.channels.records import NewRecord
+from session_core.channels.store import SqlChannelStore
+from session_core.channels.wakeups import PgTailListener, SqliteTailWatcher, WakeupHub, start_tail_feed
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
 from session_core.db.uow import UnitOfWork
-from session_core.streams.store import NewRecord, SqlChannelStore
-from session_core.streams.wakeups import (
-    NOTIFY_CHANNEL,
-    PgTailListener,
-    SqliteTailWatcher,
-    WakeupHub,
-    start_tail_feed,
-    tail_notice,
-)
 
 GENEROUS = 10.0
 

@@ -2,16 +2,9 @@
 
 import pytest
 
+from session_core.channels.append_rules import assign_timestamps, validate_append
+from session_core.channels.records import MAX_KEY_BYTES, Append, NewRecord, channel_key, stream_name
 from session_core.errors import InvalidInput
-from session_core.streams.store import (
-    MAX_KEY_BYTES,
-    Append,
-    NewRecord,
-    assign_timestamps,
-    channel_key,
-    stream_name,
-    validate_append,
-)
 
 
 def test_a_channel_key_is_the_environment_then_the_stream_name():

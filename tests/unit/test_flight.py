@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from session_core.streams.flight import SingleFlight
+from session_core.channels.flight import SingleFlight
 
 GENEROUS = 10.0
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from session_core.streams.group_commit import GroupCommit
+from session_core.channels.group_commit import GroupCommit
 
 GENEROUS = 10.0
 

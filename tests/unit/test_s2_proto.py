@@ -2,10 +2,10 @@
 
 import pytest
 
+from session_core.channels.records import AppendAck, StreamPosition
 from session_core.errors import InvalidInput, PayloadTooLarge
 from session_core.models import ChannelRecord
 from session_core.services.streams import body_bytes, stored_record
-from session_core.streams.store import AppendAck, StreamPosition
 from session_web import s2_proto
 from session_web.s2_proto import decode_append_input, encode_append_ack
 

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.channels.group_commit import GroupCommit
 from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
 from session_core.models import Environment, EnvironmentType, RunStatus
 from session_core.repositories.memory import MemoryUnitOfWork
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels, sessions
 from session_core.services.runs import RecordingLauncher
-from session_core.streams.group_commit import GroupCommit
 
 NOW = datetime(2026, 6, 1, 12)
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_" + "k" * 32)

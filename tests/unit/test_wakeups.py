@@ -2,7 +2,8 @@
 
 import threading
 
-from session_core.streams.wakeups import WakeupHub, parse_tail_notice, poke_notice, tail_notice
+from session_core.channels.notices import parse_tail_notice, poke_notice, tail_notice
+from session_core.channels.wakeups import WakeupHub
 
 GENEROUS = 10.0
 

@@ -3,11 +3,11 @@
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.records import NewRecord, StreamPosition
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
 from session_core.db.uow import UnitOfWork
 from session_core.services.channels import read_batch, read_page
-from session_core.streams.store import NewRecord, StreamPosition
 
 NOW = 1_800_000_000_000
 

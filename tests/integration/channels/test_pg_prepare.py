@@ -11,18 +11,12 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.records import Append, NewRecord, OpenSession, SeqNumMismatch, channel_key
+from session_core.channels.store import SqlChannelStore
 from session_core.config import Settings
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
 from session_core.repositories.sql import SqlSessionRepository
-from session_core.streams.store import (
-    Append,
-    NewRecord,
-    OpenSession,
-    SeqNumMismatch,
-    SqlChannelStore,
-    channel_key,
-)
 from session_web.app import create_app
 from tests.unit.factories import make_session
 

@@ -5,9 +5,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from session_core.channels.records import Append, NewRecord, SeqNumMismatch, StreamPosition
+from session_core.channels.store import SqlChannelStore
 from session_core.db.tables import channel_parts
 from session_core.errors import InvalidInput
-from session_core.streams.store import Append, NewRecord, SeqNumMismatch, SqlChannelStore, StreamPosition
 
 NOW = 1_800_000_000_000
 

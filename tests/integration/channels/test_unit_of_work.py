@@ -8,10 +8,10 @@ outside autocommit.
 import pytest
 import sqlalchemy as sa
 
+from session_core.channels.records import NewRecord
 from session_core.db.engine import make_engine
 from session_core.db.tables import channels, metadata
 from session_core.db.uow import UnitOfWork
-from session_core.streams.store import NewRecord
 
 
 def tail(engine, key):

@@ -22,47 +22,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-if TYPE_CHECKING:
-    from session_core.streams.store import ReadBatch
+from session_core.channels.notices import NOTIFY_CHANNEL, parse_tail_notice
+from session_core.channels.records import ReadBatch
 
 logger = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "sessions_channel_tail"
-_POKE = "*"
 _FIRST_BACKOFF_SECONDS = 0.1
-
-
-def tail_notice(key: str, tail: int) -> str:
-    """The NOTIFY payload announcing that channel ``key`` now ends before seq_num ``tail``."""
-    return f"{tail} {key}"
-
-
-def poke_notice(key: str) -> str:
-    """The NOTIFY payload asking readers of channel ``key`` to read again, though its tail did not
-    move (a Durable Stream closed or deleted)."""
-    return f"{_POKE} {key}"
-
-
-def parse_tail_notice(payload: str) -> tuple[str, int | None] | None:
-    """Split a payload from ``tail_notice`` (or ``poke_notice``: tail None); None for anything else
-    (never raise in the listener)."""
-    tail, _, key = payload.partition(" ")
-    if key and tail == _POKE:
-        return key, None
-    if not key or not tail.isdigit():
-        return None
-    return key, int(tail)
-
-
-def pg_notify_tail_sql(tail: str, key: str) -> str:
-    """A SQL call queueing the NOTIFY of ``tail_notice(key, tail)``, for SQL expressions ``tail``
-    and ``key``: the append statement announces the tail it computes itself. PostgreSQL delivers
-    the notice only if the transaction commits."""
-    return f"pg_notify('{NOTIFY_CHANNEL}', ({tail})::text || ' ' || ({key}))"
 
 
 class Subscription:

@@ -1,4 +1,4 @@
-"""An in-memory ``StreamStore``: the channel store of the unit tests' fake unit of work.
+"""An in-memory ``ChannelStore``: the channel store of the unit tests' fake unit of work.
 
 It keeps the SQL store's rules (gap-free seq_nums, part ids, ``match_seq_num``, client-prefer
 timestamps, trims) by reusing its pure parts, and passes the same contract tests. It has no
@@ -11,23 +11,21 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from session_core.models import ChannelRecord, Io, Session
-from session_core.streams.store import (
+from session_core.channels.append_rules import GroupPlan, assign_timestamps, validate_append
+from session_core.channels.records import (
     DEFAULT_PART_ID_TTL_MS,
     MAX_POSITION,
     Append,
     AppendAck,
-    GroupPlan,
     GuardedAppend,
     NewRecord,
     OpenSession,
     ReadBatch,
     SeqNumMismatch,
     StreamPosition,
-    assign_timestamps,
     channel_key,
-    validate_append,
 )
+from session_core.models import ChannelRecord, Io, Session
 
 
 @dataclass
@@ -40,7 +38,7 @@ class MemoryChannel:
 
 
 class MemoryChannelStore:
-    """``StreamStore`` over ``channels``, a dict a test keeps for as long as its "database" lives.
+    """``ChannelStore`` over ``channels``, a dict a test keeps for as long as its "database" lives.
 
     ``find_session(environment_id, session_ref)`` is what ``append_while_open`` reads the session
     with (the sessions repository's ``get_by_ref``).
