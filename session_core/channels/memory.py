@@ -85,12 +85,12 @@ class MemoryChannelStore:
         now_ms: int,
         part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
     ) -> GuardedAppend:
-        key = channel_key(session.environment_id, session.addressing_key, io)
         for item in appends:
-            validate_append(key, item)
-        found = self._find_session(session.environment_id, session.addressing_key)
+            validate_append(channel_key(session.environment_id, session.session_ref, io), item)
+        found = self._find_session(session.environment_id, session.session_ref)
         if found is None or not session.holds_for(found):
             return GuardedAppend(found, None)
+        key = channel_key(found.environment_id, found.addressing_key, io)
         return GuardedAppend(found, self._append(key, appends, now_ms, part_id_ttl_ms, None))
 
     def _append(

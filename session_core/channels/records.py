@@ -57,20 +57,17 @@ class Append:
 class OpenSession:
     """The session a guarded append (``append_while_open``) is for, and when it must be open.
 
-    The append goes ahead only if the session ``addressing_key`` names exists in
-    ``environment_id``, has that addressing key (its externalId, else its friendly id: so the
-    caller knew the channel's key), and is neither closed nor expired at ``active_at``.
+    The append goes ahead only if a session that ``session_ref`` names (its friendly id or its
+    externalId) exists in ``environment_id`` and is neither closed nor expired at ``active_at``;
+    it goes to that session's channel, whichever name the caller used.
     """
 
     environment_id: str
-    addressing_key: str
+    session_ref: str
     active_at: datetime
 
     def holds_for(self, session: Session) -> bool:
-        return (
-            session.addressing_key == self.addressing_key
-            and session_status(session, self.active_at) is SessionStatus.ACTIVE
-        )
+        return session_status(session, self.active_at) is SessionStatus.ACTIVE
 
 
 @dataclass(frozen=True)

@@ -178,19 +178,19 @@ class SqlChannelStore:
 
         :raise InvalidInput: an append without records, or text that cannot be stored.
         """
-        key = channel_key(session.environment_id, session.addressing_key, io)
         for item in appends:
-            validate_append(key, item)
+            validate_append(channel_key(session.environment_id, session.session_ref, io), item)
         if self._is_postgres:
             acks, row, written = append_postgres(
-                self._conn, key, appends, now_ms, part_id_ttl_ms, None, session, prepare=self._prepare
+                self._conn, None, appends, now_ms, part_id_ttl_ms, guard=(session, io), prepare=self._prepare
             )
-            self._announce(key, written)
+            self._announce(row.channel_key, written)
             return GuardedAppend(None if row.id is None else session_from_columns(row._mapping), acks)
         # SQLite: the transaction holds the write lock, so nobody closes the session meanwhile.
-        found = SqlSessionRepository(self._conn).get_by_ref(session.environment_id, session.addressing_key)
+        found = SqlSessionRepository(self._conn).get_by_ref(session.environment_id, session.session_ref)
         if found is None or not session.holds_for(found):
             return GuardedAppend(found, None)
+        key = channel_key(found.environment_id, found.addressing_key, io)
         sqlite_acks, written = append_sqlite(self._conn, key, appends, now_ms, part_id_ttl_ms, None)
         self._announce(key, written)
         return GuardedAppend(found, sqlite_acks)

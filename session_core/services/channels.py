@@ -320,14 +320,13 @@ def _append_at_once(
     part_id_ttl_seconds: int,
 ) -> tuple[dict[int, int | SessionsError], list[int]]:
     """Write, in one statement, the appends that pass the checks needing no session row, if the
-    session is open and addressed by ``session_ref``; decide the others with the row it read.
+    session ``session_ref`` names (by either name) is open; decide the others with the row it read.
 
     Open at the latest arrival means open at every earlier one, and scopes on ``session_ref``
     are enough whatever the row says, so every append written is one that ``_check_append``
     accepts: the statement commits on its own (``UnitOfWork.autocommit``). Returns the outcomes
     decided (by batch index) and the indexes left undecided: appends that pass with the row but
-    were not written (a token scoped to the session's other name, a friendly id of a session with
-    an externalId, expiry between two arrivals).
+    were not written (a token scoped to the session's other name, expiry between two arrivals).
     """
     eligible = [
         index for index, append in enumerate(batch) if _passes_without_session(append, session_ref, io)

@@ -9,7 +9,15 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from session_core.channels.records import Append, NewRecord, OpenSession, SeqNumMismatch, StreamPosition
+from session_core.channels.records import (
+    Append,
+    GuardedAppend,
+    NewRecord,
+    OpenSession,
+    SeqNumMismatch,
+    StreamPosition,
+    channel_key,
+)
 from session_core.db.engine import make_engine
 from session_core.db.tables import metadata
 from session_core.db.uow import UnitOfWork
@@ -253,8 +261,23 @@ def test_a_guarded_append_writes_only_while_the_session_is_open(make_uow, enviro
         refused = uow.channels.append_while_open(guard, "in", [Append([NewRecord("b")])], now_ms=NOW)
 
     assert written.session == session and [a.start.seq_num for a in written.acks] == [0]
-    assert by_other_name.acks is None
+    assert by_other_name.session == session and [a.start.seq_num for a in by_other_name.acks] == [1]
+    assert bodies(make_uow, channel_key(environment_id, session.external_id, "in")) == [(0, "a"), (1, "x")]
     assert refused.acks is None and refused.session.closed_at == MOMENT
+
+
+def test_a_guarded_append_to_a_missing_session_writes_nothing(make_uow, environment_id):
+    with make_uow() as uow:
+        missing = uow.channels.append_while_open(
+            OpenSession(environment_id, "session_nosuchsession0000", MOMENT),
+            "in",
+            [Append([NewRecord("a")])],
+            now_ms=NOW,
+        )
+        uow.commit()
+
+    assert missing == GuardedAppend(None, None)
+    assert bodies(make_uow, channel_key(environment_id, "session_nosuchsession0000", "in")) == []
 
 
 def test_an_append_without_records_is_invalid_input(make_uow, key):

@@ -99,13 +99,14 @@ def test_the_append_behaves_alike_prepared_or_not(database_url):
     assert unprepared["mismatch_tail"] == 2
     assert [ack.start.seq_num for ack in unprepared["group"]] == [3, 3, 4]
     assert unprepared["group_session"] is True
-    assert unprepared["by_other_name"] is None  # a friendly id is not the channel's name here
+    assert [ack.start.seq_num for ack in unprepared["by_other_name"]] == [5]  # the same channel
     assert unprepared["records"] == [
         (0, NOW, "a", [["h", "v"]]),
         (1, NOW, "b", []),
         (2, NOW + 2, "c", []),
         (3, NOW + 3, "d", []),
         (4, NOW + 3, "f", []),
+        (5, NOW + 3, "x", []),
     ]
 
 
