@@ -11,21 +11,17 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from session_core.channels.append_rules import GroupPlan, assign_timestamps, validate_append
+from session_core.channels.append_rules import GroupPlan, assign_timestamps
+from session_core.channels.port import ChannelStore
 from session_core.channels.records import (
-    DEFAULT_PART_ID_TTL_MS,
     MAX_POSITION,
     Append,
     AppendAck,
-    GuardedAppend,
-    NewRecord,
-    OpenSession,
     ReadBatch,
     SeqNumMismatch,
     StreamPosition,
-    channel_key,
 )
-from session_core.models import ChannelRecord, Io, Session
+from session_core.models import ChannelRecord, Session
 
 
 @dataclass
@@ -37,7 +33,7 @@ class MemoryChannel:
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-class MemoryChannelStore:
+class MemoryChannelStore(ChannelStore):
     """``ChannelStore`` over ``channels``, a dict a test keeps for as long as its "database" lives.
 
     ``find_session(environment_id, session_ref)`` is what ``append_while_open`` reads the session
@@ -50,61 +46,23 @@ class MemoryChannelStore:
         find_session: Callable[[str, str], Session | None],
         on_appended: Callable[[str, ReadBatch], None] | None = None,
     ) -> None:
+        super().__init__(on_appended)
         self._channels = channels
-        self._find_session = find_session
-        self._on_appended = on_appended
+        self._find = find_session
 
-    def append(
-        self,
-        key: str,
-        records: Sequence[NewRecord],
-        *,
-        now_ms: int,
-        match_seq_num: int | None = None,
-        part_id: str | None = None,
-        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
-    ) -> AppendAck:
-        return self._append(key, [Append(records, part_id)], now_ms, part_id_ttl_ms, match_seq_num)[0]
+    def _find_session(self, environment_id: str, session_ref: str) -> Session | None:
+        return self._find(environment_id, session_ref)
 
-    def append_group(
-        self,
-        key: str,
-        appends: Sequence[Append],
-        *,
-        now_ms: int,
-        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
-    ) -> list[AppendAck]:
-        return self._append(key, appends, now_ms, part_id_ttl_ms, None)
-
-    def append_while_open(
-        self,
-        session: OpenSession,
-        io: Io,
-        appends: Sequence[Append],
-        *,
-        now_ms: int,
-        part_id_ttl_ms: int = DEFAULT_PART_ID_TTL_MS,
-    ) -> GuardedAppend:
-        for item in appends:
-            validate_append(channel_key(session.environment_id, session.session_ref, io), item)
-        found = self._find_session(session.environment_id, session.session_ref)
-        if found is None or not session.holds_for(found):
-            return GuardedAppend(found, None)
-        key = channel_key(found.environment_id, found.addressing_key, io)
-        return GuardedAppend(found, self._append(key, appends, now_ms, part_id_ttl_ms, None))
-
-    def _append(
+    def _write(
         self, key: str, appends: Sequence[Append], now_ms: int, ttl_ms: int, match_seq_num: int | None
-    ) -> list[AppendAck]:
-        for item in appends:
-            validate_append(key, item)
+    ) -> tuple[list[AppendAck], ReadBatch | None]:
         channel = self._channels.setdefault(key, MemoryChannel())
         fresh_after = now_ms - ttl_ms
         seen = {part: at for part, at in channel.parts.items() if at[1] > fresh_after}
         plan = GroupPlan.of(appends, seen)
         start = channel.tail.seq_num
         if not plan.records:
-            return plan.acks(appends, start, [], channel.tail, now_ms)
+            return plan.acks(appends, start, [], channel.tail, now_ms), None
         if match_seq_num is not None and match_seq_num != start:
             raise SeqNumMismatch(match_seq_num, start)
         stamps = assign_timestamps(plan.records, channel.tail.timestamp, now_ms)
@@ -115,15 +73,11 @@ class MemoryChannelStore:
         channel.records += written
         channel.tail = StreamPosition(start + len(written), stamps[-1])
         channel.parts.update((part, (start + offset, now_ms)) for part, offset in plan.new_parts)
-        if self._on_appended is not None:
-            self._on_appended(key, ReadBatch(written, channel.tail))
-        return plan.acks(appends, start, stamps, channel.tail, now_ms)
+        return plan.acks(appends, start, stamps, channel.tail, now_ms), ReadBatch(written, channel.tail)
 
     def read(
         self, key: str, start_seq: int, limit: int, max_bytes: int = MAX_POSITION
     ) -> list[ChannelRecord]:
-        """Up to ``limit`` records from ``start_seq``, ending with the first whose running total of
-        stored bytes (body and headers as JSON) reaches ``max_bytes``, as the SQL read does."""
         channel = self._channels.get(key)
         records = [] if channel is None else channel.records
         found: list[ChannelRecord] = []

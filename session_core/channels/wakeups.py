@@ -21,7 +21,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -52,12 +51,7 @@ class Subscription:
     def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -190,10 +184,21 @@ class _BackgroundFeed(ABC):
     """
 
     thread_name = "tail-feed"
+    #: How often the feed looks for news (or, for LISTEN, how long one wait for a notice lasts).
+    interval_seconds = 1.0
 
-    def __init__(self, engine: sa.Engine, hub: WakeupHub, max_backoff_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        hub: WakeupHub,
+        *,
+        interval_seconds: float | None = None,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
         self._engine = engine
         self._hub = hub
+        if interval_seconds is not None:
+            self.interval_seconds = interval_seconds
         self._max_backoff = max_backoff_seconds
         self._backoff = _FIRST_BACKOFF_SECONDS
         self._stopping = threading.Event()
@@ -248,19 +253,7 @@ class PgTailListener(_BackgroundFeed):
     """
 
     thread_name = "pg-tail-listener"
-
-    def __init__(
-        self,
-        engine: sa.Engine,
-        hub: WakeupHub,
-        *,
-        poll_seconds: float = 1.0,
-        keepalive_seconds: float = 30.0,
-        max_backoff_seconds: float = 5.0,
-    ) -> None:
-        super().__init__(engine, hub, max_backoff_seconds)
-        self._poll_seconds = poll_seconds
-        self._keepalive_seconds = keepalive_seconds
+    keepalive_seconds = 30.0
 
     def _follow(self, conn: Any) -> None:
         conn.autocommit = True
@@ -269,7 +262,7 @@ class PgTailListener(_BackgroundFeed):
         self._following()
         quiet_since = time.monotonic()
         while not self._stopping.is_set():
-            readable, _, _ = select.select([conn], [], [], self._poll_seconds)
+            readable, _, _ = select.select([conn], [], [], self.interval_seconds)
             if readable:
                 conn.poll()
                 notices, conn.notifies = conn.notifies, []
@@ -278,7 +271,7 @@ class PgTailListener(_BackgroundFeed):
                     if parsed is not None:
                         self._hub.publish(*parsed)
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= self._keepalive_seconds:
+            elif time.monotonic() - quiet_since >= self.keepalive_seconds:
                 with conn.cursor() as cursor:
                     cursor.execute("SELECT 1")
                 quiet_since = time.monotonic()
@@ -293,23 +286,13 @@ class SqliteTailWatcher(_BackgroundFeed):
     """
 
     thread_name = "sqlite-tail-watcher"
+    interval_seconds = 0.02
     _KEYS_PER_QUERY = 500
-
-    def __init__(
-        self,
-        engine: sa.Engine,
-        hub: WakeupHub,
-        *,
-        interval_seconds: float = 0.02,
-        max_backoff_seconds: float = 5.0,
-    ) -> None:
-        super().__init__(engine, hub, max_backoff_seconds)
-        self._interval = interval_seconds
 
     def _follow(self, conn: Any) -> None:
         self._following()
         seen_version = None
-        while not self._stopping.wait(self._interval):
+        while not self._stopping.wait(self.interval_seconds):
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version == seen_version:
                 continue

@@ -13,8 +13,9 @@ from types import TracebackType
 import sqlalchemy as sa
 
 from session_core.channels.notices import NOTIFY_CHANNEL, poke_notice
+from session_core.channels.port import ChannelStore
 from session_core.channels.records import ReadBatch
-from session_core.channels.store import ChannelStore, SqlChannelStore
+from session_core.channels.store import SqlChannelStore
 from session_core.channels.wakeups import WakeupHub
 from session_core.durable.store import SqlDurableStreams
 from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository

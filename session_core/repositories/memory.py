@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from session_core.channels.memory import MemoryChannel, MemoryChannelStore
-from session_core.channels.store import ChannelStore
+from session_core.channels.port import ChannelStore
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, is_run_live

@@ -47,7 +47,7 @@ def pg_engine(make_pg_database):
 
 @pytest.fixture
 def listener(pg_engine, hub):
-    listener = PgTailListener(pg_engine, hub, poll_seconds=0.1)
+    listener = PgTailListener(pg_engine, hub, interval_seconds=0.1)
     listener.start()
     assert listener.wait_ready(GENEROUS)
     yield listener
