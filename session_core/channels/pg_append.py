@@ -69,12 +69,12 @@ WITH s AS (
             FROM s)) AS key,
         %(key)s IS NOT NULL OR EXISTS (SELECT 1 FROM s
             WHERE closed_at IS NULL AND (expires_at IS NULL OR expires_at >= %(active_at)s)) AS is_open
-), o AS (
+), o AS (  -- 1: the counter (LOCK_CHANNEL holds its row)
     SELECT next_seq, last_timestamp, parts_swept_at FROM channels WHERE key = (SELECT key FROM k)
-), seen AS (
+), seen AS (  -- 2: part ids seen on the channel within the TTL
     SELECT part_id, seq_num, created_at FROM channel_parts
     WHERE channel_key = (SELECT key FROM k) AND part_id = ANY(%(parts)s) AND created_at > %(fresh_after)s
-), c AS (
+), c AS (  -- 3, 4: match_seq_num, then move the counter
     UPDATE channels SET
         next_seq = o.next_seq + %(count)s,
         last_timestamp = greatest(o.last_timestamp, %(last_wanted)s),
@@ -87,17 +87,17 @@ WITH s AS (
     RETURNING o.next_seq AS start_seq, o.last_timestamp AS previous,
         channels.next_seq AS tail_seq, channels.last_timestamp AS tail_timestamp,
         %(has_parts)s AND %(now)s - o.parts_swept_at >= %(ttl)s AS is_sweep_due
-), r AS (
+), r AS (  -- 4: insert the records
     INSERT INTO channel_records (channel_key, seq_num, timestamp, headers, body)
     SELECT k.key, c.start_seq + t.ord - 1, greatest(c.previous, t.wanted), t.headers::jsonb, t.body
     FROM c, k, unnest(%(wanted)s, %(headers)s, %(bodies)s) WITH ORDINALITY AS t(wanted, headers, body, ord)
-), p AS (
+), p AS (  -- 4: remember the part ids
     INSERT INTO channel_parts (channel_key, part_id, seq_num, created_at)
     SELECT k.key, t.part_id, c.start_seq + t.part_offset, %(now)s
     FROM c, k, unnest(%(parts)s, %(part_offsets)s) AS t(part_id, part_offset)
     ON CONFLICT (channel_key, part_id)
         DO UPDATE SET seq_num = excluded.seq_num, created_at = excluded.created_at
-), n AS (
+), n AS (  -- 5: announce the tail (tail_notice), delivered on commit
     SELECT pg_notify('sessions_channel_tail', c.tail_seq::text || ' ' || k.key) FROM c, k
 )
 SELECT s.*, k.key AS channel_key, k.is_open, o.next_seq, o.last_timestamp,

@@ -60,12 +60,14 @@ def append_sqlite(
 
     :raise SeqNumMismatch: ``match_seq_num`` is given and is not the tail.
     """
+    # The steps of pg_append's APPEND, one statement each. 1: the counter (the write lock is held).
     state = conn.execute(_STATE, {"k": key}).first()
     if state is None:
         conn.execute(_CREATE, {"key": key, "next_seq": 0, "last_timestamp": 0, "parts_swept_at": 0})
         next_seq, previous, swept_at = 0, 0, 0
     else:
         next_seq, previous, swept_at = state
+    # 2: part ids seen on the channel within the TTL.
     parts = [item.part_id for item in appends if item.part_id is not None]
     seen: dict[str, tuple[int, int]] = {}
     if parts:
@@ -75,9 +77,10 @@ def append_sqlite(
     tail = StreamPosition(next_seq, previous)
     if not plan.records:
         return plan.acks(appends, next_seq, [], tail, now_ms), None
+    # 3: S2's optimistic append.
     if match_seq_num is not None and match_seq_num != next_seq:
         raise SeqNumMismatch(match_seq_num, next_seq)
-
+    # 4: move the counter, insert the records, remember the part ids (5, the notice: the caller's).
     stamps = assign_timestamps(plan.records, previous, now_ms)
     tail = StreamPosition(next_seq + len(plan.records), stamps[-1])
     is_sweep_due = bool(plan.new_parts) and now_ms - swept_at >= ttl_ms
