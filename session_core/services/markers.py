@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from session_core.db.uow import UnitOfWork
+from session_core.envelopes import CONTROL_HEADER
 from session_core.models import IOS, ChannelRecord, Session
 from session_core.streams.store import NewRecord, channel_key
 
-CONTROL_HEADER = "trigger-control"
 SESSION_CLOSED = "session-closed"
 SESSION_CLOSED_REASON = "session-closed-reason"
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.envelopes import open_envelope
 from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
 from session_core.models import Environment, EnvironmentType, RunStatus
 from session_core.repositories.memory import MemoryUnitOfWork
@@ -56,7 +57,7 @@ def append(uow, launcher, session_ref, body, principal=SECRET_KEY, io="in", part
 
 def read(uow, session_ref, io="in"):
     key = channels.resolve_channel_for_read(uow, SECRET_KEY, session_ref, io)
-    return [channels.open_envelope(record)[0] for record in channels.read_page(uow, key, 0, 100, 10_000)]
+    return [open_envelope(record)[0] for record in channels.read_page(uow, key, 0, 100, 10_000)]
 
 
 def test_creating_a_session_starts_its_first_run(uow, launcher):
