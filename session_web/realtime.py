@@ -19,7 +19,7 @@ from session_core.errors import BadRequest
 from session_core.models import IOS, ChannelRecord, Io, utcnow
 from session_core.scopes import Principal
 from session_core.services import channels as service
-from session_core.services.streams import ReadStart, resolve_start
+from session_core.services.s2_streams import ReadStart, resolve_start
 from session_web import sse
 from session_web.metrics import count_append
 from session_web.routing import api_route, parse_json, read_body

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from session_core.errors import InvalidInput
-from session_core.services.streams import BatchBudget
+from session_core.s2 import BatchBudget
 from session_core.streams.store import AppendAck, StreamPosition
 
 CONTENT_TYPE = "application/protobuf"

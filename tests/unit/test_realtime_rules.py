@@ -12,7 +12,7 @@ from session_core.errors import BadRequest, Forbidden, InvalidInput, PayloadTooL
 from session_core.models import ChannelRecord, Environment, EnvironmentType
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services.channels import authorize_stream, stream_token_scopes, stream_token_ttl
-from session_core.services.streams import session_of_key
+from session_core.services.s2_streams import session_of_key
 from session_web.realtime import parse_io, parse_timeout_seconds, records_item, records_json, resume_seq
 from session_web.routing import check_request_text
 from session_web.s2 import parse_append_input

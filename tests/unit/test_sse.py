@@ -3,7 +3,7 @@
 import json
 
 from session_core.models import ChannelRecord
-from session_core.services.streams import ReadLimits, clip_records, metered_bytes
+from session_core.s2 import ReadLimits, clip_records, metered_bytes
 from session_core.streams.store import ReadBatch, StreamPosition
 from session_core.streams.wakeups import WakeupHub
 from session_web import sse
