@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from session_core.auth import mint_token
 from session_core.db.uow import UnitOfWork
 from session_core.envelopes import check_envelope_size, envelope, is_command_record, is_turn_complete, part_id
-from session_core.errors import Forbidden, NotFound, SessionsError
+from session_core.errors import NotFound, SessionsError
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     ChannelRecord,
@@ -25,9 +25,15 @@ from session_core.models import (
     refuse_if_not_active,
     session_status,
 )
-from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, can, super_scopes
+from session_core.scopes import (
+    Principal,
+    authorize,
+    authorize_agent_for_out,
+    can,
+    stream_token_scopes,
+    super_scopes,
+)
 from session_core.services.runs import RunLauncher, current_run_is_live, ensure_run
-from session_core.services.sessions import authorize
 from session_core.streams.group_commit import GroupCommit
 from session_core.streams.store import (
     Append,
@@ -53,28 +59,6 @@ MAX_BATCH_BYTES = 1024 * 1024
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch of a naive UTC datetime."""
     return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def stream_token_scopes(name: str) -> list[str]:
-    """The scopes of a token for one S2 stream. No route of the control plane honours them."""
-    return [STREAM_SCOPE_PREFIX + name]
-
-
-def authorize_stream(principal: Principal, name: str) -> None:
-    """Let a secret key reach any stream of its environment, a stream token only its own stream.
-
-    :raise Forbidden: for any other token.
-    """
-    if not principal.is_secret_key and STREAM_SCOPE_PREFIX + name not in principal.scopes:
-        raise Forbidden("This token does not grant access to this stream")
-
-
-def _require_agent_for_out(principal: Principal, io: Io, action: str, session: Session | None) -> None:
-    # Session tokens reach browsers; only the agent (a secret key, or its run's token) speaks on `.out`.
-    if io == "out" and not (
-        principal.is_secret_key or (session and principal.is_agent_of(session.friendly_id))
-    ):
-        raise Forbidden(f"{action} the out channel requires secret key authentication")
 
 
 def stream_token_ttl(principal: Principal, now: float) -> int:
@@ -108,7 +92,7 @@ def initialize_channel(
     authorize(principal, "write", {"sessions": [session_ref]})
     with uow:
         session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
-    _require_agent_for_out(principal, io, "Initializing", session)
+    authorize_agent_for_out(principal, io, "Initializing", session)
     if session is None and is_session_friendly_id(session_ref):
         raise NotFound("Session not found")
     if session is not None:
@@ -174,7 +158,7 @@ def _check_append(append: ChannelAppend, session_ref: str, session: Session | No
     if session is None:
         raise NotFound("Resource not found")
     refuse_if_not_active(session, append.now, "append to")
-    _require_agent_for_out(append.principal, io, "Appending to", session)
+    authorize_agent_for_out(append.principal, io, "Appending to", session)
 
 
 def _passes_without_session(append: ChannelAppend, session_ref: str, io: Io) -> bool:

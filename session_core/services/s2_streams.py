@@ -2,7 +2,7 @@
 
 A stream is named relative to the caller's environment (``sessions/{key}/{io}``, as ``PUT`` hands
 it out) and is the same channel the realtime routes serve. Only a secret key of the environment or
-a token minted for that one stream may use it (``channels.authorize_stream``).
+a token minted for that one stream may use it (``scopes.authorize_stream``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from session_core.db.uow import UnitOfWork
 from session_core.errors import InvalidInput, SessionsError, VersionMismatch
 from session_core.models import refuse_if_not_active
 from session_core.s2 import ReadLimits, clip_records, session_channel_of, trim_point
-from session_core.scopes import Principal
-from session_core.services.channels import authorize_stream, epoch_ms, read_batch
+from session_core.scopes import Principal, authorize_stream
+from session_core.services.channels import epoch_ms, read_batch
 from session_core.streams.store import AppendAck, NewRecord, ReadBatch, StreamPosition, is_storable_key
 from session_core.streams.wakeups import WakeupHub
 
