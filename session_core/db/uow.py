@@ -13,7 +13,13 @@ from types import TracebackType
 import sqlalchemy as sa
 
 from session_core.durable.store import SqlDurableStreams
-from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
+from session_core.repositories.ports import (
+    EnvironmentRepository,
+    LaunchRepository,
+    SessionRepository,
+    SessionRunRepository,
+    SpentTokenRepository,
+)
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlLaunchRepository,
@@ -33,9 +39,9 @@ class UnitOfWork:
     sessions: SessionRepository
     environments: EnvironmentRepository
     runs: SessionRunRepository
-    launches: SqlLaunchRepository
+    launches: LaunchRepository
     channels: StreamStore
-    spent_tokens: SqlSpentTokenRepository
+    spent_tokens: SpentTokenRepository
     ds: SqlDurableStreams
 
     def __init__(

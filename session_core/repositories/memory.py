@@ -19,12 +19,26 @@ from session_core.models import Environment, EnvironmentSummary, Session, Sessio
 from session_core.repositories.ports import (
     EXTERNAL_ID_TAKEN,
     EnvironmentRepository,
+    LaunchRepository,
+    PendingLaunch,
     RowLock,
     SessionRepository,
     SessionRunRepository,
+    SpentTokenRepository,
 )
 from session_core.streams.memory import MemoryChannel, MemoryChannelStore
 from session_core.streams.store import StreamStore
+
+
+@dataclass
+class MemoryLaunch:
+    """One outbox row, as ``run_launches`` holds it."""
+
+    run_id: str
+    next_attempt_at: datetime
+    attempts: int = 0
+    delivered_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass
@@ -36,6 +50,9 @@ class MemoryDatabase:
     #: Each environment with its API key hash and when it was created.
     environments: dict[str, tuple[Environment, str, datetime]] = field(default_factory=dict)
     channels: dict[str, MemoryChannel] = field(default_factory=dict)
+    launches: dict[str, MemoryLaunch] = field(default_factory=dict)
+    #: Each spent one-time token's hash with when it expires (epoch seconds).
+    spent_tokens: dict[str, int] = field(default_factory=dict)
 
 
 class MemorySessionRepository:
@@ -182,6 +199,51 @@ class MemoryEnvironmentRepository:
         return self.get(found[0].id) if found else None
 
 
+class MemoryLaunchRepository:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._launches = db.launches
+
+    def add(self, launch_id: str, run_id: str, now: datetime) -> None:
+        self._launches[launch_id] = MemoryLaunch(run_id, now)
+
+    def _undelivered(self) -> list[tuple[str, MemoryLaunch]]:
+        pending = [(id_, row) for id_, row in self._launches.items() if row.delivered_at is None]
+        return sorted(pending, key=lambda item: item[1].next_attempt_at)
+
+    def claim_due(self, now: datetime, hold_until: datetime, limit: int) -> list[PendingLaunch]:
+        claimed = [(id_, row) for id_, row in self._undelivered() if row.next_attempt_at <= now][:limit]
+        for _, row in claimed:
+            row.next_attempt_at, row.attempts = hold_until, row.attempts + 1
+        return [PendingLaunch(id_, row.run_id, row.attempts) for id_, row in claimed]
+
+    def mark_done(self, launch_id: str, now: datetime, note: str | None = None) -> None:
+        row = self._launches.get(launch_id)
+        if row is not None:
+            row.delivered_at, row.last_error = now, note
+
+    def next_due(self) -> datetime | None:
+        pending = self._undelivered()
+        return pending[0][1].next_attempt_at if pending else None
+
+    def retry_at(self, launch_id: str, when: datetime, error: str) -> None:
+        row = self._launches.get(launch_id)
+        if row is not None and row.delivered_at is None:
+            row.next_attempt_at, row.last_error = when, error[:1000]
+
+
+class MemorySpentTokenRepository:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._spent = db.spent_tokens
+
+    def spend(self, token_hash: str, expires_at: int, now: int) -> bool:
+        for expired in [hashed for hashed, expiry in self._spent.items() if expiry < now]:
+            del self._spent[expired]
+        if token_hash in self._spent:
+            return False
+        self._spent[token_hash] = expires_at
+        return True
+
+
 class MemoryUnitOfWork:
     """A unit of work over a ``MemoryDatabase``, with the repositories the SQL one has."""
 
@@ -191,6 +253,8 @@ class MemoryUnitOfWork:
         self.sessions: SessionRepository = MemorySessionRepository(self.db)
         self.runs: SessionRunRepository = MemorySessionRunRepository(self.db)
         self.environments: EnvironmentRepository = MemoryEnvironmentRepository(self.db)
+        self.launches: LaunchRepository = MemoryLaunchRepository(self.db)
+        self.spent_tokens: SpentTokenRepository = MemorySpentTokenRepository(self.db)
         self.channels: StreamStore = MemoryChannelStore(self.db.channels, self.sessions.get_by_ref)
         self.commits = 0
         self._after_commit: list[Callable[[], None]] = []

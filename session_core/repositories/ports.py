@@ -1,8 +1,9 @@
 """Repository ports: what the services need from storage, named for the use, not for CRUD.
 
 ``repositories/sql.py`` implements them for SQLite and PostgreSQL, ``repositories/memory.py`` for
-the unit tests; the unit of work exposes them (``uow.sessions``, ``uow.runs``, ``uow.environments``)
-typed as these protocols, so a use case can only call what every implementation has.
+the unit tests; the unit of work exposes them (``uow.sessions``, ``uow.runs``, ``uow.environments``,
+``uow.launches``, ``uow.spent_tokens``) typed as these protocols, so a use case can only call what
+every implementation has. ``tests/integration/test_repository_contract.py`` holds them to one contract.
 """
 
 from __future__ import annotations
@@ -113,3 +114,40 @@ class EnvironmentRepository(Protocol):
     def replace_api_key(self, environment_id: str, api_key: str, api_key_hash: str) -> None: ...
 
     def first(self) -> Environment | None: ...
+
+
+@dataclass(frozen=True)
+class PendingLaunch:
+    """An outbox row due for delivery: the launch's stable id, its run, and its attempts so far."""
+
+    id: str
+    run_id: str
+    attempts: int
+
+
+class LaunchRepository(Protocol):
+    """The launch outbox (``run_launches``): a row is added with its run and claimed by dispatchers."""
+
+    def add(self, launch_id: str, run_id: str, now: datetime) -> None: ...
+
+    def claim_due(self, now: datetime, hold_until: datetime, limit: int) -> list[PendingLaunch]:
+        """Take up to ``limit`` undelivered launches due at ``now``, hiding them until ``hold_until``."""
+        ...
+
+    def mark_done(self, launch_id: str, now: datetime, note: str | None = None) -> None:
+        """Take the launch off the outbox: delivered, or (with ``note``) given up as pointless."""
+        ...
+
+    def next_due(self) -> datetime | None:
+        """When the earliest undelivered launch falls due (None: the outbox is empty)."""
+        ...
+
+    def retry_at(self, launch_id: str, when: datetime, error: str) -> None:
+        """Make an undelivered launch due again at ``when``, keeping ``error`` as its last."""
+        ...
+
+
+class SpentTokenRepository(Protocol):
+    def spend(self, token_hash: str, expires_at: int, now: int) -> bool:
+        """Mark a one-time token used; True only for the first use, however many race."""
+        ...
