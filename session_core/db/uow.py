@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from session_core.durable.store import SqlDurableStreams
 from session_core.repositories.ports import (
+    DurableStreamRepository,
     EnvironmentRepository,
     LaunchRepository,
     SessionRepository,
@@ -42,7 +43,7 @@ class UnitOfWork:
     launches: LaunchRepository
     channels: StreamStore
     spent_tokens: SpentTokenRepository
-    ds: SqlDurableStreams
+    ds: DurableStreamRepository
 
     def __init__(
         self,

@@ -13,11 +13,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from session_core.durable.rules import DsStream, ProducerState, StreamPathTaken
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, is_run_live
 from session_core.repositories.ports import (
     EXTERNAL_ID_TAKEN,
+    DurableStreamRepository,
     EnvironmentRepository,
     LaunchRepository,
     PendingLaunch,
@@ -27,7 +29,7 @@ from session_core.repositories.ports import (
     SpentTokenRepository,
 )
 from session_core.streams.memory import MemoryChannel, MemoryChannelStore
-from session_core.streams.store import StreamStore
+from session_core.streams.store import StreamPosition, StreamStore
 
 
 @dataclass
@@ -53,6 +55,9 @@ class MemoryDatabase:
     launches: dict[str, MemoryLaunch] = field(default_factory=dict)
     #: Each spent one-time token's hash with when it expires (epoch seconds).
     spent_tokens: dict[str, int] = field(default_factory=dict)
+    ds_streams: dict[str, DsStream] = field(default_factory=dict)
+    #: Each Durable Stream producer's state, by (stream id, producer id).
+    ds_producers: dict[tuple[str, str], ProducerState] = field(default_factory=dict)
 
 
 class MemorySessionRepository:
@@ -244,6 +249,47 @@ class MemorySpentTokenRepository:
         return True
 
 
+class MemoryDurableStreams:
+    """``SqlDurableStreams`` over dicts; ``lock`` is accepted and has nothing to lock here."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+
+    def get(self, environment_id: str, path: str, *, lock: bool = False) -> DsStream | None:
+        found = self._db.ds_streams.values()
+        return next((s for s in found if (s.environment_id, s.path) == (environment_id, path)), None)
+
+    def get_by_id(self, stream_id: str, *, lock: bool = False) -> DsStream | None:
+        return self._db.ds_streams.get(stream_id)
+
+    def insert(self, stream: DsStream, next_seq: int) -> None:
+        if self.get(stream.environment_id, stream.path) is not None:
+            raise StreamPathTaken()
+        self._db.ds_streams[stream.id] = stream
+        self._db.channels[stream.key] = MemoryChannel(tail=StreamPosition(next_seq, 0))
+
+    def save(self, stream: DsStream) -> DsStream:
+        self._db.ds_streams[stream.id] = stream
+        return stream
+
+    def touch(self, stream: DsStream, now_ms: int) -> DsStream:
+        if stream.ttl_seconds is None or stream.last_access_ms >= now_ms:
+            return stream
+        return self.save(replace(stream, last_access_ms=now_ms))
+
+    def remove(self, stream: DsStream) -> None:
+        self._db.channels.pop(stream.key, None)
+        for key in [key for key in self._db.ds_producers if key[0] == stream.id]:
+            del self._db.ds_producers[key]
+        self._db.ds_streams.pop(stream.id, None)
+
+    def producer(self, stream_id: str, producer_id: str) -> ProducerState | None:
+        return self._db.ds_producers.get((stream_id, producer_id))
+
+    def save_producer(self, stream_id: str, producer_id: str, state: ProducerState, now_ms: int) -> None:
+        self._db.ds_producers[(stream_id, producer_id)] = state
+
+
 class MemoryUnitOfWork:
     """A unit of work over a ``MemoryDatabase``, with the repositories the SQL one has."""
 
@@ -255,6 +301,9 @@ class MemoryUnitOfWork:
         self.environments: EnvironmentRepository = MemoryEnvironmentRepository(self.db)
         self.launches: LaunchRepository = MemoryLaunchRepository(self.db)
         self.spent_tokens: SpentTokenRepository = MemorySpentTokenRepository(self.db)
+        self.ds: DurableStreamRepository = MemoryDurableStreams(self.db)
+        #: The channel keys whose live readers a committed change woke (``wake_readers``).
+        self.woken: list[str] = []
         self.channels: StreamStore = MemoryChannelStore(self.db.channels, self.sessions.get_by_ref)
         self.commits = 0
         self._after_commit: list[Callable[[], None]] = []
@@ -275,6 +324,10 @@ class MemoryUnitOfWork:
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
+
+    def wake_readers(self, key: str) -> None:
+        """Record, once committed, that channel ``key``'s live readers would be woken."""
+        self.on_commit(lambda: self.woken.append(key))
 
     def commit(self) -> None:
         self.commits += 1

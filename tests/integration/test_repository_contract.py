@@ -1,4 +1,4 @@
-"""One contract for the runs, environments, launch outbox and spent-token repositories.
+"""One contract for the runs, environments, launch outbox, spent-token and Durable Streams repositories.
 
 The same tests run on the in-memory fakes the unit tests use, on SQLite and on PostgreSQL (``make_uow``
 in tests/integration/conftest.py), as ``test_store_contract.py`` does for sessions and channels: a use
@@ -6,14 +6,17 @@ case tested on the fakes then says something about production.
 """
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.durable.rules import DsStream, ProducerHeaders, ProducerState, StreamPathTaken
 from session_core.errors import Conflict
 from session_core.ids import generate_cuid, run_friendly_id
 from session_core.models import Environment, EnvironmentType, RunReason, RunStatus, SessionRun
 from session_core.repositories.ports import PendingLaunch
+from session_core.streams.store import NewRecord, StreamPosition
 from tests.unit.factories import make_session
 
 MOMENT = datetime(2026, 6, 1, 12)
@@ -225,3 +228,91 @@ def test_a_one_time_token_is_spent_once_and_its_record_is_swept_once_it_expired(
     assert not spend(token, now + 100, now + 50)
     assert spend(other, now + 100, now + 50)
     assert spend(token, now + 400, now + 200)  # the first record expired at now + 100 and was swept
+
+
+# Durable Streams
+
+
+def make_stream(environment_id, path="events", **overrides):
+    values = {"content_type": "application/json", "created_at_ms": 1_000, "last_access_ms": 1_000}
+    return DsStream(f"ds_{uuid.uuid4().hex[:24]}", environment_id, path, **{**values, **overrides})
+
+
+def test_a_stream_is_found_by_path_in_its_environment_and_by_id(make_uow, environment_id):
+    stream = make_stream(environment_id)
+
+    with make_uow() as uow:
+        uow.ds.insert(stream, 5)
+        uow.commit()
+    with make_uow() as uow:
+        found = [uow.ds.get(environment_id, "events", lock=True), uow.ds.get_by_id(stream.id)]
+        elsewhere = [uow.ds.get("another-environment", "events"), uow.ds.get(environment_id, "other")]
+        tail = uow.channels.tail(stream.key)
+
+    assert found == [stream, stream]
+    assert elsewhere == [None, None]
+    assert tail == StreamPosition(5, 0)  # a fork's own records start past its fork point
+
+
+def test_a_path_holds_one_stream(make_uow, environment_id):
+    with make_uow() as uow:
+        uow.ds.insert(make_stream(environment_id), 0)
+        uow.commit()
+
+    with pytest.raises(StreamPathTaken), make_uow() as uow:
+        uow.ds.insert(make_stream(environment_id), 0)
+
+
+def test_a_saved_stream_keeps_its_state_and_a_touch_moves_only_a_sliding_ttl(make_uow, environment_id):
+    sliding = make_stream(environment_id, "sliding", ttl_seconds=60)
+    fixed = make_stream(environment_id, "fixed")
+    closed = replace(fixed, closed=True, closed_by=ProducerHeaders("p", 1, 7), stream_seq="0009")
+
+    with make_uow() as uow:
+        uow.ds.insert(sliding, 0)
+        uow.ds.insert(fixed, 0)
+        saved = uow.ds.save(closed)
+        touched = [uow.ds.touch(sliding, 2_000), uow.ds.touch(closed, 2_000)]
+        uow.commit()
+    with make_uow() as uow:
+        stored = [uow.ds.get_by_id(sliding.id), uow.ds.get_by_id(fixed.id)]
+
+    assert saved == closed
+    assert touched == [replace(sliding, last_access_ms=2_000), closed]
+    assert stored == touched
+
+
+def test_a_producers_state_is_kept_per_stream_and_replaced(make_uow, environment_id):
+    stream, other = make_stream(environment_id, "a"), make_stream(environment_id, "b")
+
+    with make_uow() as uow:
+        uow.ds.insert(stream, 0)
+        uow.ds.insert(other, 0)
+        before = uow.ds.producer(stream.id, "p")
+        uow.ds.save_producer(stream.id, "p", ProducerState(0, 0), 1_000)
+        uow.ds.save_producer(stream.id, "p", ProducerState(1, 3), 2_000)
+        uow.commit()
+    with make_uow() as uow:
+        found = [uow.ds.producer(stream.id, "p"), uow.ds.producer(other.id, "p")]
+
+    assert before is None
+    assert found == [ProducerState(1, 3), None]
+
+
+def test_a_removed_stream_leaves_no_records_channel_or_producers(make_uow, environment_id):
+    stream = make_stream(environment_id)
+    with make_uow() as uow:
+        uow.ds.insert(stream, 0)
+        uow.channels.append(stream.key, [NewRecord("[1]"), NewRecord("[2]")], now_ms=1_000)
+        uow.ds.save_producer(stream.id, "p", ProducerState(0, 1), 1_000)
+        uow.commit()
+
+    with make_uow() as uow:
+        uow.ds.remove(stream)
+        uow.commit()
+    with make_uow() as uow:
+        gone = [uow.ds.get_by_id(stream.id), uow.ds.producer(stream.id, "p")]
+        records, tail = uow.channels.read_with_tail(stream.key, 0, 10)
+
+    assert gone == [None, None]
+    assert (records, tail) == ([], StreamPosition(0, 0))

@@ -1,5 +1,5 @@
-"""The session, channel, run and launch use cases on the in-memory fakes: no database, no sockets,
-no clock.
+"""The session, channel, run, launch and Durable Streams use cases on the in-memory fakes: no
+database, no sockets, no clock.
 
 ``MemoryUnitOfWork`` stands where the SQL unit of work stands in production (cosmicpython's
 ``FakeUnitOfWork``); ``tests/integration/test_store_contract.py`` and ``test_repository_contract.py``
@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.durable import service as durable
+from session_core.durable.rules import ProducerHeaders
 from session_core.envelopes import open_envelope
 from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
 from session_core.models import Environment, EnvironmentType, RunStatus
@@ -232,3 +234,22 @@ def test_a_launch_commits_with_its_run_and_is_delivered_after_a_failed_attempt(u
 def test_a_one_time_token_is_accepted_once(uow):
     assert spend_one_time_token(uow, "hash", 2_000_000_000, 1_800_000_000.5)
     assert not spend_one_time_token(uow, "hash", 2_000_000_000, 1_800_000_001)
+
+
+def test_a_durable_stream_is_created_appended_by_a_producer_once_closed_and_read(uow):
+    spec = durable.CreateSpec(content_type="application/json", body=b'[{"n": 1}]')
+    producer = ProducerHeaders("writer", 0, 0)
+    closing = durable.AppendRequest(b'{"n": 2}', "application/json", close=True, producer=producer)
+
+    created = durable.create_stream(uow, ENV.id, "events", spec, 1_000)
+    again = durable.create_stream(uow, ENV.id, "events", spec, 1_001)
+    appended = durable.append(uow, ENV.id, "events", closing, 2_000)
+    retried = durable.append(uow, ENV.id, "events", closing, 2_001)  # the same producer seq: a duplicate
+    result = durable.read(uow, uow, ENV.id, "events", 0, 10, 3_000)
+
+    assert (created.is_new, created.tail, again.is_new) == (True, 1, False)
+    assert (appended.tail, appended.closed, retried.tail) == (2, True, 2)
+    assert [body.replace(" ", "") for body in result.bodies] == ['[{"n":1}]', '[{"n":2}]']
+    assert result.closed_at_tail and uow.woken == [created.stream.key]
+    with pytest.raises(durable.StreamClosed):
+        durable.append(uow, ENV.id, "events", durable.AppendRequest(b"[3]", "application/json"), 4_000)
