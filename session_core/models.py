@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from session_core.errors import SessionClosed
+from session_core.errors import Conflict, SessionClosed
 
 JSONValue = Any  # a value json.dumps accepts; kept as an alias so signatures say what they mean
 
@@ -144,16 +144,27 @@ def session_status(session: Session, now: datetime) -> SessionStatus:
     return SessionStatus.ACTIVE
 
 
-def refuse_if_not_active(session: Session, now: datetime, action: str) -> None:
+def refuse_if_not_active(
+    session: Session,
+    now: datetime,
+    action: str,
+    error: type[Conflict] = SessionClosed,
+    message: str = "Cannot {action} {a_state} session",
+) -> None:
     """The one closed/expired rule for every write: ``Cannot {action} a closed (or expired) session``.
 
-    :raise SessionClosed: the session is closed or has expired.
+    A caller that answers otherwise (create meeting an ended session under its externalId) passes
+    its own ``error`` and ``message``, formatted with ``action``, ``state`` (``closed``, ``expired``)
+    and ``a_state`` (``a closed``, ``an expired``).
+
+    :raise SessionClosed: (or ``error``) the session is closed or has expired.
     """
     status = session_status(session, now)
-    if status is SessionStatus.CLOSED:
-        raise SessionClosed(f"Cannot {action} a closed session")
-    if status is SessionStatus.EXPIRED:
-        raise SessionClosed(f"Cannot {action} an expired session")
+    if status is SessionStatus.ACTIVE:
+        return
+    state = status.value.lower()
+    a_state = f"an {state}" if status is SessionStatus.EXPIRED else f"a {state}"
+    raise error(message.format(action=action, state=state, a_state=a_state))
 
 
 def run_status(run: SessionRun, now: datetime) -> RunStatus:

@@ -17,8 +17,6 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, g, request
 
 from session_core.durable import channels, service
-from session_core.durable.channels import PREFIX as SESSIONS_PREFIX
-from session_core.durable.channels import session_channel_of
 from session_core.durable.rules import (
     JSON_TYPE,
     OFFSET_NOW,
@@ -47,6 +45,7 @@ from session_core.durable.service import (
 )
 from session_core.errors import BadRequest, Conflict, Forbidden, NotFound, SessionsError, Unauthenticated
 from session_core.models import Environment, Io, utcnow
+from session_core.s2 import SESSIONS_PREFIX, session_channel_of
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels as channel_service
 from session_core.services.channels import ChannelAppend

@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, g, request
 
+from session_core import envelopes
 from session_core.errors import BadRequest
 from session_core.models import IOS, ChannelRecord, Io, utcnow
 from session_core.scopes import Principal
 from session_core.services import channels as service
-from session_core.services.streams import ReadStart, resolve_start
+from session_core.services.s2_streams import ReadStart, resolve_start
 from session_web import sse
 from session_web.metrics import count_append
 from session_web.routing import api_route, parse_json, read_body
@@ -32,7 +33,7 @@ S2_PATH = "/s2/v1"
 S2_FLUSH_INTERVAL_MS = "100"
 S2_MAX_RETRIES = "10"
 MAX_TIMEOUT_SECONDS = sse.MAX_WAIT_SECONDS
-MAX_PART_ID_LENGTH = service.MAX_PART_ID_CHARS
+MAX_PART_ID_LENGTH = envelopes.MAX_PART_ID_CHARS
 #: A ``GET …/records`` page holds up to this many read batches of records, and stops at the record
 #: that brings its stored bytes to ``RECORDS_PAGE_BYTES`` (the page's JSON is about that size):
 #: callers page with ``afterEventId``, so fewer, fuller pages save them a request per batch.
@@ -94,7 +95,7 @@ def records_item(record: ChannelRecord) -> dict[str, Any] | None:
     ``timestamp`` (arrival, epoch ms) goes beyond Trigger.dev's shape, which its clients ignore:
     our Python client's records carry it whether read live or from a page.
     """
-    if service.is_command_record(record):
+    if envelopes.is_command_record(record):
         return None
     if record.headers and not record.body:  # a control record: headers only
         return {
@@ -104,7 +105,7 @@ def records_item(record: ChannelRecord) -> dict[str, Any] | None:
             "timestamp": record.timestamp,
             "headers": record.headers,
         }
-    data, part = service.open_envelope(record)
+    data, part = envelopes.open_envelope(record)
     item: dict[str, Any] = {"data": data, "id": part, "seqNum": record.seq_num, "timestamp": record.timestamp}
     if record.headers:
         item["headers"] = record.headers
@@ -184,7 +185,7 @@ def append_records(principal: Principal, session_ref: str, io: str) -> dict[str,
     s = services()
     channel_io = parse_io(io)
     body = parse_json(read_body(2 * s.settings.max_append_bytes))
-    records, trim_before = service.records_from_wire(body, s.settings.max_append_bytes)
+    records, trim_before = envelopes.records_from_wire(body, s.settings.max_append_bytes)
     seq_nums = service.append_records(
         s.uow(),
         s.launcher,

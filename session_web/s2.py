@@ -15,19 +15,20 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from session_core import s2
 from session_core.channels.records import MAX_POSITION, NewRecord, SeqNumMismatch
 from session_core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from session_core.models import IOS, ChannelRecord, utcnow
 from session_core.scopes import Principal
-from session_core.services import streams as service
+from session_core.services import s2_streams as service
 from session_web import metrics, s2_proto, sse
 from session_web.routing import api_route, parse_json, read_body
 from session_web.services import services
 
 bp = Blueprint("s2", __name__, url_prefix="/s2/v1")
 
-MAX_BATCH_RECORDS = service.MAX_BATCH_RECORDS
-MAX_BATCH_METERED_BYTES = service.MAX_BATCH_METERED_BYTES
+MAX_BATCH_RECORDS = s2.MAX_BATCH_RECORDS
+MAX_BATCH_METERED_BYTES = s2.MAX_BATCH_METERED_BYTES
 MAX_APPEND_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_READ_COUNT = 1000
 MAX_UNARY_WAIT_SECONDS = 60
@@ -66,7 +67,7 @@ def _checked_batch(records: list[NewRecord]) -> list[NewRecord]:
     """Hold a batch to S2's limits: 1 to 1000 records, at most 1 MiB metered."""
     if not 1 <= len(records) <= MAX_BATCH_RECORDS:
         raise InvalidInput(f"A batch holds 1 to {MAX_BATCH_RECORDS} records")
-    metered = sum(service.metered_bytes(ChannelRecord(0, 0, r.body, r.headers)) for r in records)
+    metered = sum(s2.metered_bytes(ChannelRecord(0, 0, r.body, r.headers)) for r in records)
     if metered > MAX_BATCH_METERED_BYTES:
         raise PayloadTooLarge("Batch is over 1 MiB of metered bytes")
     return records
@@ -80,7 +81,7 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
     """
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InvalidInput("Expected an object with a records array")
-    budget = service.BatchBudget()
+    budget = s2.BatchBudget()
     records = []
     for index, raw in enumerate(data["records"]):
         budget.add_record()
@@ -97,7 +98,7 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
         body = _raw(raw.get("body", ""), is_base64, f"records[{index}].body")
         budget.add_body(len(body))
         records.append(
-            service.stored_record(
+            s2.stored_record(
                 raw_headers, body, _optional_int(raw.get("timestamp"), f"records[{index}].timestamp")
             )
         )
@@ -110,7 +111,7 @@ def parse_append_input(data: Any, is_base64: bool) -> tuple[list[NewRecord], int
 def parse_proto_append_input(raw: bytes) -> tuple[list[NewRecord], int | None, str | None]:
     """S2's ``AppendInput`` protobuf (sent when a record is bytes, a trim command) as the JSON one."""
     parsed = s2_proto.decode_append_input(raw)
-    records = [service.stored_record(r.headers, r.body, r.timestamp) for r in parsed.records]
+    records = [s2.stored_record(r.headers, r.body, r.timestamp) for r in parsed.records]
     return _checked_batch(records), parsed.match_seq_num, parsed.fencing_token
 
 
@@ -123,12 +124,12 @@ def _query_int(name: str) -> int | None:
     return int(raw)
 
 
-def parse_read_query() -> tuple[service.ReadStart, service.ReadLimits, int | None, bool]:
+def parse_read_query() -> tuple[service.ReadStart, s2.ReadLimits, int | None, bool]:
     """The read query as ``(start, limits, wait, clamp)``; at most one start may be given."""
     start = service.ReadStart(_query_int("seq_num"), _query_int("timestamp"), _query_int("tail_offset"))
     if sum(value is not None for value in (start.seq_num, start.timestamp, start.tail_offset)) > 1:
         raise BadRequest("Only one of seq_num, timestamp and tail_offset may be given")
-    limits = service.ReadLimits(_query_int("count"), _query_int("bytes"), _query_int("until"))
+    limits = s2.ReadLimits(_query_int("count"), _query_int("bytes"), _query_int("until"))
     return start, limits, _query_int("wait"), request.args.get("clamp", "").lower() == "true"
 
 
@@ -182,7 +183,7 @@ def read_stream(principal: Principal, name: str) -> Response:
         options = sse.TailOptions(wait_seconds, s.settings.sse_ping_interval_seconds, limits, is_base64)
         return s.live_reads.hold(sse.event_stream(sse.live_events(s, key, start_seq, options)))
     count = min(limits.count or DEFAULT_READ_COUNT, s.settings.read_batch_limit)
-    limits = service.ReadLimits(
+    limits = s2.ReadLimits(
         count, min(limits.bytes or MAX_BATCH_METERED_BYTES, MAX_BATCH_METERED_BYTES), limits.until
     )
     batch = service.read_stream(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from session_core.channels.records import AppendAck, StreamPosition
 from session_core.errors import InvalidInput
-from session_core.services.streams import BatchBudget
+from session_core.s2 import BatchBudget
 
 CONTENT_TYPE = "application/protobuf"
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5

@@ -21,9 +21,9 @@ from flask import Response
 from session_core.channels.records import ReadBatch, StreamPosition
 from session_core.channels.wakeups import WakeupHub
 from session_core.models import ChannelRecord
+from session_core.s2 import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.services.channels import MAX_BATCH_BYTES, read_batch
 from session_core.services.markers import is_session_closed_record
-from session_core.services.streams import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_web import metrics
 from session_web.services import Services
 

@@ -18,7 +18,14 @@ from session_core.channels.records import ReadBatch
 from session_core.channels.store import SqlChannelStore
 from session_core.channels.wakeups import WakeupHub
 from session_core.durable.store import SqlDurableStreams
-from session_core.repositories.ports import EnvironmentRepository, SessionRepository, SessionRunRepository
+from session_core.repositories.ports import (
+    DurableStreamRepository,
+    EnvironmentRepository,
+    LaunchRepository,
+    SessionRepository,
+    SessionRunRepository,
+    SpentTokenRepository,
+)
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlLaunchRepository,
@@ -36,10 +43,10 @@ class UnitOfWork:
     sessions: SessionRepository
     environments: EnvironmentRepository
     runs: SessionRunRepository
-    launches: SqlLaunchRepository
+    launches: LaunchRepository
     channels: ChannelStore
-    spent_tokens: SqlSpentTokenRepository
-    ds: SqlDurableStreams
+    spent_tokens: SpentTokenRepository
+    ds: DurableStreamRepository
 
     def __init__(
         self,

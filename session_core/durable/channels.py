@@ -18,21 +18,10 @@ from typing import Any
 from session_core.channels.records import channel_key
 from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import JSON_TYPE, json_record_body
-from session_core.models import IOS, ChannelRecord, Io, SessionStatus, session_status
+from session_core.envelopes import open_envelope
+from session_core.models import ChannelRecord, Io, SessionStatus, session_status
 from session_core.scopes import Principal
-from session_core.services.channels import find_session_for_read, open_envelope
-
-PREFIX = "sessions/"
-
-
-def session_channel_of(path: str) -> tuple[str, Io] | None:
-    """The session reference and channel a stream path names, or None for other paths."""
-    if not path.startswith(PREFIX):
-        return None
-    ref, _, io = path[len(PREFIX) :].rpartition("/")
-    if not ref or io not in IOS:
-        return None
-    return ref, io
+from session_core.services.channels import find_session_for_read
 
 
 def message(record: ChannelRecord) -> str:

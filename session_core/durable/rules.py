@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from session_core.errors import BadRequest
+from session_core.errors import BadRequest, Conflict
 from session_core.text import is_storable
 
 #: Offsets are two zero-padded 16-digit halves, ``{high}_{low}``: opaque to clients, fixed width
@@ -238,3 +238,48 @@ def judge_producer(state: ProducerState | None, request: ProducerHeaders) -> Pro
     if request.seq == state.last_seq + 1:
         return fresh
     return ProducerVerdict("sequence_gap", expected_seq=state.last_seq + 1)
+
+
+def ds_channel_key(environment_id: str, stream_id: str) -> str:
+    """The channel-store key of a stream's records; ``ds/`` keeps them apart from session channels."""
+    return f"{environment_id}/ds/{stream_id}"
+
+
+@dataclass(frozen=True)
+class DsStream:
+    """A Durable Stream's configuration and state (see ``ds_streams`` in the tables)."""
+
+    id: str
+    environment_id: str
+    path: str
+    content_type: str
+    created_at_ms: int
+    last_access_ms: int
+    ttl_seconds: int | None = None
+    expires_at: str | None = None
+    expires_at_ms: int | None = None
+    closed: bool = False
+    closed_by: ProducerHeaders | None = None
+    soft_deleted: bool = False
+    ref_count: int = 0
+    source_id: str | None = None
+    forked_from: str | None = None
+    fork_seq: int | None = None
+    fork_sub_offset: int = 0
+    stream_seq: str | None = None
+
+    @property
+    def key(self) -> str:
+        return ds_channel_key(self.environment_id, self.id)
+
+    @property
+    def first_own_seq(self) -> int:
+        """Where the stream's own records start: its fork point, else 0."""
+        return self.fork_seq or 0
+
+
+class StreamPathTaken(Conflict):
+    """Raised when a stream is created at a path another stream already holds (a racing create won)."""
+
+    def __init__(self) -> None:
+        super().__init__("A stream already exists at this path")

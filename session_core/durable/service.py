@@ -13,14 +13,14 @@ import json
 import secrets
 from dataclasses import dataclass, replace
 
-import sqlalchemy as sa
-
 from session_core.channels.records import NewRecord
 from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import (
     DEFAULT_CONTENT_TYPE,
+    DsStream,
     ProducerHeaders,
     ProducerVerdict,
+    StreamPathTaken,
     is_expired,
     is_json_type,
     json_messages,
@@ -28,7 +28,6 @@ from session_core.durable.rules import (
     judge_producer,
     normalize_content_type,
 )
-from session_core.durable.store import DsStream
 from session_core.errors import BadRequest, Conflict, NotFound, SessionsError
 
 
@@ -193,7 +192,7 @@ def create_stream(uow: UnitOfWork, environment_id: str, path: str, spec: CreateS
                 created = _create(uow, environment_id, path, spec, now_ms)
                 uow.commit()
                 return created
-        except sa.exc.IntegrityError:  # a concurrent PUT created it first: answer as a repeat
+        except StreamPathTaken:  # a concurrent PUT created it first: answer as a repeat
             if attempt:
                 raise
     raise AssertionError("unreachable")

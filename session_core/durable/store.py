@@ -8,51 +8,13 @@ one stream, producer checks included; SQLite's ``BEGIN IMMEDIATE`` already holds
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from session_core.db.tables import channel_parts, channel_records, channels, ds_producers, ds_streams
-from session_core.durable.rules import ProducerHeaders, ProducerState
-
-
-def ds_channel_key(environment_id: str, stream_id: str) -> str:
-    """The channel-store key of a stream's records; ``ds/`` keeps them apart from session channels."""
-    return f"{environment_id}/ds/{stream_id}"
-
-
-@dataclass(frozen=True)
-class DsStream:
-    """A Durable Stream's configuration and state (see ``ds_streams`` in the tables)."""
-
-    id: str
-    environment_id: str
-    path: str
-    content_type: str
-    created_at_ms: int
-    last_access_ms: int
-    ttl_seconds: int | None = None
-    expires_at: str | None = None
-    expires_at_ms: int | None = None
-    closed: bool = False
-    closed_by: ProducerHeaders | None = None
-    soft_deleted: bool = False
-    ref_count: int = 0
-    source_id: str | None = None
-    forked_from: str | None = None
-    fork_seq: int | None = None
-    fork_sub_offset: int = 0
-    stream_seq: str | None = None
-
-    @property
-    def key(self) -> str:
-        return ds_channel_key(self.environment_id, self.id)
-
-    @property
-    def first_own_seq(self) -> int:
-        """Where the stream's own records start: its fork point, else 0."""
-        return self.fork_seq or 0
+from session_core.durable.rules import DsStream, ProducerHeaders, ProducerState, StreamPathTaken
 
 
 def _closed_by(text: str | None) -> ProducerHeaders | None:
@@ -114,7 +76,7 @@ _ADD_PRODUCER = ds_producers.insert()
 
 
 class SqlDurableStreams:
-    """Repository of ``ds_streams`` and ``ds_producers`` rows."""
+    """Repository of ``ds_streams`` and ``ds_producers`` rows (``ports.DurableStreamRepository``)."""
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
@@ -133,8 +95,14 @@ class SqlDurableStreams:
         return self._one(_BY_ID, {"stream_id": stream_id}, lock)
 
     def insert(self, stream: DsStream, next_seq: int) -> None:
-        """Add ``stream`` and its channel, whose first record will get seq_num ``next_seq``."""
-        self._conn.execute(ds_streams.insert().values(_row(stream)))
+        """Add ``stream`` and its channel, whose first record will get seq_num ``next_seq``.
+
+        :raise StreamPathTaken: a stream already holds the path (a concurrent create won).
+        """
+        try:
+            self._conn.execute(ds_streams.insert().values(_row(stream)))
+        except sa.exc.IntegrityError:
+            raise StreamPathTaken() from None
         self._conn.execute(
             channels.insert().values(key=stream.key, next_seq=next_seq, last_timestamp=0, parts_swept_at=0)
         )

@@ -15,16 +15,33 @@ from typing import Any
 
 from session_core.channels.memory import MemoryChannel, MemoryChannelStore
 from session_core.channels.port import ChannelStore
+from session_core.channels.records import StreamPosition
+from session_core.durable.rules import DsStream, ProducerState, StreamPathTaken
 from session_core.errors import Conflict, NotFound
 from session_core.ids import is_session_friendly_id
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, is_run_live
 from session_core.repositories.ports import (
     EXTERNAL_ID_TAKEN,
+    DurableStreamRepository,
     EnvironmentRepository,
+    LaunchRepository,
+    PendingLaunch,
     RowLock,
     SessionRepository,
     SessionRunRepository,
+    SpentTokenRepository,
 )
+
+
+@dataclass
+class MemoryLaunch:
+    """One outbox row, as ``run_launches`` holds it."""
+
+    run_id: str
+    next_attempt_at: datetime
+    attempts: int = 0
+    delivered_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass
@@ -36,6 +53,12 @@ class MemoryDatabase:
     #: Each environment with its API key hash and when it was created.
     environments: dict[str, tuple[Environment, str, datetime]] = field(default_factory=dict)
     channels: dict[str, MemoryChannel] = field(default_factory=dict)
+    launches: dict[str, MemoryLaunch] = field(default_factory=dict)
+    #: Each spent one-time token's hash with when it expires (epoch seconds).
+    spent_tokens: dict[str, int] = field(default_factory=dict)
+    ds_streams: dict[str, DsStream] = field(default_factory=dict)
+    #: Each Durable Stream producer's state, by (stream id, producer id).
+    ds_producers: dict[tuple[str, str], ProducerState] = field(default_factory=dict)
 
 
 class MemorySessionRepository:
@@ -182,6 +205,92 @@ class MemoryEnvironmentRepository:
         return self.get(found[0].id) if found else None
 
 
+class MemoryLaunchRepository:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._launches = db.launches
+
+    def add(self, launch_id: str, run_id: str, now: datetime) -> None:
+        self._launches[launch_id] = MemoryLaunch(run_id, now)
+
+    def _undelivered(self) -> list[tuple[str, MemoryLaunch]]:
+        pending = [(id_, row) for id_, row in self._launches.items() if row.delivered_at is None]
+        return sorted(pending, key=lambda item: item[1].next_attempt_at)
+
+    def claim_due(self, now: datetime, hold_until: datetime, limit: int) -> list[PendingLaunch]:
+        claimed = [(id_, row) for id_, row in self._undelivered() if row.next_attempt_at <= now][:limit]
+        for _, row in claimed:
+            row.next_attempt_at, row.attempts = hold_until, row.attempts + 1
+        return [PendingLaunch(id_, row.run_id, row.attempts) for id_, row in claimed]
+
+    def mark_done(self, launch_id: str, now: datetime, note: str | None = None) -> None:
+        row = self._launches.get(launch_id)
+        if row is not None:
+            row.delivered_at, row.last_error = now, note
+
+    def next_due(self) -> datetime | None:
+        pending = self._undelivered()
+        return pending[0][1].next_attempt_at if pending else None
+
+    def retry_at(self, launch_id: str, when: datetime, error: str) -> None:
+        row = self._launches.get(launch_id)
+        if row is not None and row.delivered_at is None:
+            row.next_attempt_at, row.last_error = when, error[:1000]
+
+
+class MemorySpentTokenRepository:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._spent = db.spent_tokens
+
+    def spend(self, token_hash: str, expires_at: int, now: int) -> bool:
+        for expired in [hashed for hashed, expiry in self._spent.items() if expiry < now]:
+            del self._spent[expired]
+        if token_hash in self._spent:
+            return False
+        self._spent[token_hash] = expires_at
+        return True
+
+
+class MemoryDurableStreams:
+    """``SqlDurableStreams`` over dicts; ``lock`` is accepted and has nothing to lock here."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+
+    def get(self, environment_id: str, path: str, *, lock: bool = False) -> DsStream | None:
+        found = self._db.ds_streams.values()
+        return next((s for s in found if (s.environment_id, s.path) == (environment_id, path)), None)
+
+    def get_by_id(self, stream_id: str, *, lock: bool = False) -> DsStream | None:
+        return self._db.ds_streams.get(stream_id)
+
+    def insert(self, stream: DsStream, next_seq: int) -> None:
+        if self.get(stream.environment_id, stream.path) is not None:
+            raise StreamPathTaken()
+        self._db.ds_streams[stream.id] = stream
+        self._db.channels[stream.key] = MemoryChannel(tail=StreamPosition(next_seq, 0))
+
+    def save(self, stream: DsStream) -> DsStream:
+        self._db.ds_streams[stream.id] = stream
+        return stream
+
+    def touch(self, stream: DsStream, now_ms: int) -> DsStream:
+        if stream.ttl_seconds is None or stream.last_access_ms >= now_ms:
+            return stream
+        return self.save(replace(stream, last_access_ms=now_ms))
+
+    def remove(self, stream: DsStream) -> None:
+        self._db.channels.pop(stream.key, None)
+        for key in [key for key in self._db.ds_producers if key[0] == stream.id]:
+            del self._db.ds_producers[key]
+        self._db.ds_streams.pop(stream.id, None)
+
+    def producer(self, stream_id: str, producer_id: str) -> ProducerState | None:
+        return self._db.ds_producers.get((stream_id, producer_id))
+
+    def save_producer(self, stream_id: str, producer_id: str, state: ProducerState, now_ms: int) -> None:
+        self._db.ds_producers[(stream_id, producer_id)] = state
+
+
 class MemoryUnitOfWork:
     """A unit of work over a ``MemoryDatabase``, with the repositories the SQL one has."""
 
@@ -191,6 +300,11 @@ class MemoryUnitOfWork:
         self.sessions: SessionRepository = MemorySessionRepository(self.db)
         self.runs: SessionRunRepository = MemorySessionRunRepository(self.db)
         self.environments: EnvironmentRepository = MemoryEnvironmentRepository(self.db)
+        self.launches: LaunchRepository = MemoryLaunchRepository(self.db)
+        self.spent_tokens: SpentTokenRepository = MemorySpentTokenRepository(self.db)
+        self.ds: DurableStreamRepository = MemoryDurableStreams(self.db)
+        #: The channel keys whose live readers a committed change woke (``wake_readers``).
+        self.woken: list[str] = []
         self.channels: ChannelStore = MemoryChannelStore(self.db.channels, self.sessions.get_by_ref)
         self.commits = 0
         self._after_commit: list[Callable[[], None]] = []
@@ -211,6 +325,10 @@ class MemoryUnitOfWork:
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
+
+    def wake_readers(self, key: str) -> None:
+        """Record, once committed, that channel ``key``'s live readers would be woken."""
+        self.on_commit(lambda: self.woken.append(key))
 
     def commit(self) -> None:
         self.commits += 1

@@ -1,8 +1,9 @@
 """Repository ports: what the services need from storage, named for the use, not for CRUD.
 
 ``repositories/sql.py`` implements them for SQLite and PostgreSQL, ``repositories/memory.py`` for
-the unit tests; the unit of work exposes them (``uow.sessions``, ``uow.runs``, ``uow.environments``)
-typed as these protocols, so a use case can only call what every implementation has.
+the unit tests; the unit of work exposes them (``uow.sessions``, ``uow.runs``, ``uow.environments``,
+``uow.launches``, ``uow.spent_tokens``, ``uow.ds``) typed as these protocols, so a use case can only call what
+every implementation has. ``tests/integration/test_repository_contract.py`` holds them to one contract.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from session_core.cursors import SessionKey
+from session_core.durable.rules import DsStream, ProducerState
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, SessionStatus
 
 Direction = Literal["forward", "backward"]
@@ -113,3 +115,72 @@ class EnvironmentRepository(Protocol):
     def replace_api_key(self, environment_id: str, api_key: str, api_key_hash: str) -> None: ...
 
     def first(self) -> Environment | None: ...
+
+
+@dataclass(frozen=True)
+class PendingLaunch:
+    """An outbox row due for delivery: the launch's stable id, its run, and its attempts so far."""
+
+    id: str
+    run_id: str
+    attempts: int
+
+
+class LaunchRepository(Protocol):
+    """The launch outbox (``run_launches``): a row is added with its run and claimed by dispatchers."""
+
+    def add(self, launch_id: str, run_id: str, now: datetime) -> None: ...
+
+    def claim_due(self, now: datetime, hold_until: datetime, limit: int) -> list[PendingLaunch]:
+        """Take up to ``limit`` undelivered launches due at ``now``, hiding them until ``hold_until``."""
+        ...
+
+    def mark_done(self, launch_id: str, now: datetime, note: str | None = None) -> None:
+        """Take the launch off the outbox: delivered, or (with ``note``) given up as pointless."""
+        ...
+
+    def next_due(self) -> datetime | None:
+        """When the earliest undelivered launch falls due (None: the outbox is empty)."""
+        ...
+
+    def retry_at(self, launch_id: str, when: datetime, error: str) -> None:
+        """Make an undelivered launch due again at ``when``, keeping ``error`` as its last."""
+        ...
+
+
+class SpentTokenRepository(Protocol):
+    def spend(self, token_hash: str, expires_at: int, now: int) -> bool:
+        """Mark a one-time token used; True only for the first use, however many race."""
+        ...
+
+
+class DurableStreamRepository(Protocol):
+    """Durable Streams' configuration and producer state; a stream's records are channel records
+    under ``DsStream.key``. ``lock=True`` reads hold the stream's row until the transaction ends."""
+
+    def get(self, environment_id: str, path: str, *, lock: bool = False) -> DsStream | None: ...
+
+    def get_by_id(self, stream_id: str, *, lock: bool = False) -> DsStream | None: ...
+
+    def insert(self, stream: DsStream, next_seq: int) -> None:
+        """Add ``stream`` and its channel, whose first record will get seq_num ``next_seq``.
+
+        :raise StreamPathTaken: a stream already holds the path.
+        """
+        ...
+
+    def save(self, stream: DsStream) -> DsStream:
+        """Write ``stream``'s state over what is stored, and return it."""
+        ...
+
+    def touch(self, stream: DsStream, now_ms: int) -> DsStream:
+        """Restart a sliding TTL; streams without one are not written to."""
+        ...
+
+    def remove(self, stream: DsStream) -> None:
+        """Delete the stream, its records, its channel and its producers' state."""
+        ...
+
+    def producer(self, stream_id: str, producer_id: str) -> ProducerState | None: ...
+
+    def save_producer(self, stream_id: str, producer_id: str, state: ProducerState, now_ms: int) -> None: ...

@@ -7,7 +7,7 @@ private function. Integrity errors become domain ``Conflict``s: no database mess
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -22,14 +22,19 @@ from session_core.models import (
     Environment,
     EnvironmentSummary,
     EnvironmentType,
-    JSONValue,
     RunReason,
     RunStatus,
     Session,
     SessionRun,
     SessionStatus,
 )
-from session_core.repositories.ports import EXTERNAL_ID_TAKEN, RowLock, SessionFilters, SessionListQuery
+from session_core.repositories.ports import (
+    EXTERNAL_ID_TAKEN,
+    PendingLaunch,
+    RowLock,
+    SessionFilters,
+    SessionListQuery,
+)
 from session_core.text import is_storable
 
 
@@ -251,15 +256,6 @@ class SqlSessionRunRepository:
         return _to_run(row) if row else None
 
 
-@dataclass(frozen=True)
-class PendingLaunch:
-    """An outbox row due for delivery: the launch's stable id, its run, and its attempts so far."""
-
-    id: str
-    run_id: str
-    attempts: int
-
-
 class SqlLaunchRepository:
     """The launch outbox (``run_launches``): rows are added with their run and claimed by dispatchers."""
 
@@ -316,11 +312,6 @@ class SqlLaunchRepository:
             .where(run_launches.c.id == launch_id, run_launches.c.delivered_at.is_(None))
             .values(next_attempt_at=when, last_error=error[:1000])
         )
-
-    def get(self, launch_id: str) -> dict[str, JSONValue] | None:
-        """The outbox row as stored (for operators and tests)."""
-        row = self._conn.execute(sa.select(run_launches).where(run_launches.c.id == launch_id)).first()
-        return dict(row._mapping) if row else None
 
 
 class SqlSpentTokenRepository:

@@ -1,19 +1,15 @@
 """Channel use cases: initialize, append and read a session's ``.in`` / ``.out`` (wire reference §7).
 
 Each use case checks scopes and the session's state in the wire's order, then works on the channel
-store; none of them knows about HTTP. Records carry the envelope ``{"data": …, "id": partId}``.
+store; none of them knows about HTTP. Records carry the envelope of ``session_core.envelopes``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import orjson
 
 from session_core.auth import mint_token
 from session_core.channels.group_commit import GroupCommit
@@ -27,133 +23,42 @@ from session_core.channels.records import (
     stream_name,
 )
 from session_core.db.uow import UnitOfWork
-from session_core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge, SessionsError
+from session_core.envelopes import check_envelope_size, envelope, is_command_record, is_turn_complete, part_id
+from session_core.errors import NotFound, SessionsError
 from session_core.ids import is_session_friendly_id
 from session_core.models import (
     ChannelRecord,
     Io,
-    JSONValue,
     RunReason,
     Session,
     SessionStatus,
     refuse_if_not_active,
     session_status,
 )
-from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, can, super_scopes
+from session_core.scopes import (
+    Principal,
+    authorize,
+    authorize_agent_for_out,
+    can,
+    stream_token_scopes,
+    super_scopes,
+)
 from session_core.services.runs import RunLauncher, current_run_is_live, ensure_run
-from session_core.services.sessions import authorize
 
 logger = logging.getLogger(__name__)
 
 #: An S2 access token lives as long as S2's own (24 h); it names one stream and nothing else.
 STREAM_TOKEN_TTL_SECONDS = 24 * 3600
-CONTROL_HEADER = "trigger-control"
-TURN_COMPLETE = "turn-complete"
-LEGACY_TURN_COMPLETE = "trigger:turn-complete"
 #: How far back from the tail a settled peek looks for the last non-command record.
 SETTLED_PEEK_RECORDS = 16
-#: The most a stored record may hold, as S2 caps a record (1 MiB): an appended body is stored as
-#: a JSON string inside the envelope, where quotes, backslashes and control characters grow.
-MAX_RECORD_BYTES = 1024 * 1024
 #: A read batch (an SSE ``batch`` event, an S2 read) holds records up to this many stored bytes,
 #: plus at most one record, as S2 caps its read batches (1 MiB).
 MAX_BATCH_BYTES = 1024 * 1024
-PART_ID_LENGTH = 7
-#: Longest part id (``X-Part-Id``, a record's ``id``) accepted.
-MAX_PART_ID_CHARS = 256
-_PART_ID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 
 
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch of a naive UTC datetime."""
     return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def part_id() -> str:
-    """A 7-character nanoid, as Trigger.dev names a part that arrived without ``X-Part-Id``.
-
-    Like nanoid, each random byte picks a letter by its low 6 bits (64 letters: no bias), so one
-    call to the OS's random source serves all seven.
-    """
-    return "".join(_PART_ID_ALPHABET[byte & 63] for byte in secrets.token_bytes(PART_ID_LENGTH))
-
-
-def envelope(body: str, part: str) -> str:
-    """The stored record body: ``JSON.stringify({data: body, id: part})``; ``body`` stays unparsed."""
-    return json.dumps({"data": body, "id": part}, ensure_ascii=False, separators=(",", ":"))
-
-
-def check_envelope_size(body: str, part: str | None) -> None:
-    """Refuse a body whose envelope would be stored over ``MAX_RECORD_BYTES``.
-
-    :raise PayloadTooLarge: naming the stored size, since the body alone may be under the limit.
-    """
-    stored = len(envelope(body, part or "x" * PART_ID_LENGTH).encode())
-    if stored > MAX_RECORD_BYTES:
-        raise PayloadTooLarge(
-            f"The record would be {stored} bytes once stored, over the limit of {MAX_RECORD_BYTES}:"
-            ' the body is stored as a JSON string inside {"data": …, "id": …}, where quotes,'
-            " backslashes and control characters take two or more bytes each"
-        )
-
-
-def open_envelope(record: ChannelRecord) -> tuple[JSONValue, str]:
-    """The ``(data, id)`` a record carries; a body that is no envelope is its own data, with no id.
-
-    orjson parses it (catch-up reads open thousands), and the standard library what orjson refuses
-    but JSON-in-Python reads (NaN, numbers past 64 bits, escaped lone surrogates).
-    """
-    try:
-        parsed = orjson.loads(record.body)
-    except orjson.JSONDecodeError:
-        try:
-            parsed = json.loads(record.body)
-        except ValueError:
-            return record.body, ""
-    if isinstance(parsed, dict) and "data" in parsed:
-        part = parsed.get("id")
-        return parsed["data"], part if isinstance(part, str) else ""
-    return record.body, ""
-
-
-def is_command_record(record: ChannelRecord) -> bool:
-    """S2 command records (trim, fence) have a single header with an empty name."""
-    return bool(record.headers) and record.headers[0][0] == ""
-
-
-def is_turn_complete(record: ChannelRecord) -> bool:
-    """A ``trigger-control: turn-complete`` record, or the legacy ``trigger:turn-complete`` chunk."""
-    if [CONTROL_HEADER, TURN_COMPLETE] in record.headers:
-        return True
-    data, _ = open_envelope(record)
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            return False
-    return isinstance(data, dict) and data.get("type") == LEGACY_TURN_COMPLETE
-
-
-def stream_token_scopes(name: str) -> list[str]:
-    """The scopes of a token for one S2 stream. No route of the control plane honours them."""
-    return [STREAM_SCOPE_PREFIX + name]
-
-
-def authorize_stream(principal: Principal, name: str) -> None:
-    """Let a secret key reach any stream of its environment, a stream token only its own stream.
-
-    :raise Forbidden: for any other token.
-    """
-    if not principal.is_secret_key and STREAM_SCOPE_PREFIX + name not in principal.scopes:
-        raise Forbidden("This token does not grant access to this stream")
-
-
-def _require_agent_for_out(principal: Principal, io: Io, action: str, session: Session | None) -> None:
-    # Session tokens reach browsers; only the agent (a secret key, or its run's token) speaks on `.out`.
-    if io == "out" and not (
-        principal.is_secret_key or (session and principal.is_agent_of(session.friendly_id))
-    ):
-        raise Forbidden(f"{action} the out channel requires secret key authentication")
 
 
 def stream_token_ttl(principal: Principal, now: float) -> int:
@@ -187,7 +92,7 @@ def initialize_channel(
     authorize(principal, "write", {"sessions": [session_ref]})
     with uow:
         session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
-    _require_agent_for_out(principal, io, "Initializing", session)
+    authorize_agent_for_out(principal, io, "Initializing", session)
     if session is None and is_session_friendly_id(session_ref):
         raise NotFound("Session not found")
     if session is not None:
@@ -253,7 +158,7 @@ def _check_append(append: ChannelAppend, session_ref: str, session: Session | No
     if session is None:
         raise NotFound("Resource not found")
     refuse_if_not_active(session, append.now, "append to")
-    _require_agent_for_out(append.principal, io, "Appending to", session)
+    authorize_agent_for_out(append.principal, io, "Appending to", session)
 
 
 def _passes_without_session(append: ChannelAppend, session_ref: str, io: Io) -> bool:
@@ -505,61 +410,6 @@ def open_live_read(
     """
     key = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
     return LiveRead(key, peek_settled and io == "out" and is_settled(uow_factory(), key))
-
-
-#: A records POST holds at most this many records.
-MAX_RECORDS_PER_POST = 1000
-
-
-def records_from_wire(body: object, max_bytes: int) -> tuple[list[NewRecord], int | None]:
-    """The records and ``trimBefore`` of a records POST body (``{"records": [...], "trimBefore"?}``).
-
-    A record with a ``data`` key is stored in the envelope ``{"data": data, "id": id}`` (its ``id``,
-    else a generated part id); one without is a control record: empty body, its headers only.
-    Header names must be non-empty (an empty first name would make an S2 command record).
-
-    :raise InvalidInput: a body of any other shape, more than ``MAX_RECORDS_PER_POST`` records, or
-        records whose bodies and headers add up to more than ``max_bytes``.
-    """
-    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-        raise InvalidInput("Body must be an object with a records array")
-    items, trim_before = body["records"], body.get("trimBefore")
-    if not 1 <= len(items) <= MAX_RECORDS_PER_POST:
-        raise InvalidInput(f"records must hold 1 to {MAX_RECORDS_PER_POST} records")
-    if trim_before is not None and (type(trim_before) is not int or trim_before < 0):
-        raise InvalidInput("trimBefore must be a non-negative integer seq_num")
-    records = [_wire_record(item, index) for index, item in enumerate(items)]
-    size = sum(
-        len(r.body.encode()) + sum(len(n.encode()) + len(v.encode()) for n, v in r.headers) for r in records
-    )
-    if size > max_bytes:
-        raise InvalidInput(f"Records add up to {size} bytes; at most {max_bytes} may be stored at once")
-    return records, trim_before
-
-
-def _wire_record(item: object, index: int) -> NewRecord:
-    where = f"records[{index}]"
-    if not isinstance(item, dict):
-        raise InvalidInput(f"{where} must be an object")
-    headers = item.get("headers") or []
-    if not isinstance(headers, list) or not all(
-        isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) and pair[0]
-        for pair in headers
-    ):
-        raise InvalidInput(
-            f"{where}.headers must be a list of [name, value] string pairs with non-empty names"
-        )
-    part = item.get("id")
-    if part is not None and (not isinstance(part, str) or not 0 < len(part) <= MAX_PART_ID_CHARS):
-        raise InvalidInput(f"{where}.id must be a string of 1 to {MAX_PART_ID_CHARS} characters")
-    if "data" not in item:
-        if not headers:
-            raise InvalidInput(f"{where} has neither data nor headers")
-        return NewRecord("", headers)
-    envelope_json = json.dumps(
-        {"data": item["data"], "id": part or part_id()}, ensure_ascii=False, separators=(",", ":")
-    )
-    return NewRecord(envelope_json, headers)
 
 
 def append_records(

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from session_core.db.uow import UnitOfWork
 from session_core.models import JSONValue, RunStatus, is_run_live, run_status, utcnow
-from session_core.repositories.sql import PendingLaunch
+from session_core.repositories.ports import PendingLaunch
 from session_core.schemas import SessionItemSchema
 from session_core.services.runs import mint_run_token, run_payload
 

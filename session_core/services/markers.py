@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from session_core.channels.records import NewRecord, channel_key
 from session_core.db.uow import UnitOfWork
+from session_core.envelopes import CONTROL_HEADER
 from session_core.models import IOS, ChannelRecord, Session
 
-CONTROL_HEADER = "trigger-control"
 SESSION_CLOSED = "session-closed"
 SESSION_CLOSED_REASON = "session-closed-reason"
 

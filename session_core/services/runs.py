@@ -17,7 +17,7 @@ from typing import Protocol
 from session_core.auth import mint_token
 from session_core.channels.records import stream_name
 from session_core.db.uow import UnitOfWork
-from session_core.errors import Conflict, Forbidden, NotFound
+from session_core.errors import Conflict, NotFound
 from session_core.ids import generate_cuid, run_friendly_id
 from session_core.models import (
     Environment,
@@ -29,7 +29,7 @@ from session_core.models import (
     is_run_live,
     run_status,
 )
-from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, session_token_scopes
+from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, authorize_run, session_token_scopes
 
 logger = logging.getLogger(__name__)
 MAX_CLAIM_ATTEMPTS = 3
@@ -195,12 +195,6 @@ class Heartbeat:
     view: RunView
     token: str
     lease_seconds: int
-
-
-def authorize_run(principal: Principal, run_id: str) -> None:
-    """A secret key may act on any run of its environment; a run token only on its own run."""
-    if not principal.is_secret_key and principal.run_id != run_id:
-        raise Forbidden("This token does not grant access to this run")
 
 
 def _load(uow: UnitOfWork, principal: Principal, run_id: str) -> tuple[SessionRun, Session]:

@@ -14,36 +14,21 @@ from typing import Any
 from session_core.auth import mint_token
 from session_core.cursors import SessionKey, decode_cursor, encode_cursor
 from session_core.db.uow import UnitOfWork
-from session_core.errors import BadRequest, Conflict, Forbidden, NotFound
+from session_core.errors import BadRequest, Conflict, NotFound
 from session_core.ids import generate_cuid, session_friendly_id
-from session_core.models import RunReason, Session, SessionStatus, refuse_if_not_active, session_status
+from session_core.models import RunReason, Session, refuse_if_not_active, session_status
 from session_core.repositories.ports import SessionFilters, SessionLister, SessionListQuery
-from session_core.scopes import (
-    Principal,
-    can,
-    missing_permission_message,
-    session_token_scopes,
-    super_scopes,
-)
+from session_core.scopes import Principal, authorize, authorize_list, session_token_scopes
 from session_core.services.markers import write_session_closed
 from session_core.services.runs import RunLauncher, ensure_run, swap_run
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+#: Create's answer to an externalId whose session ended: its channels refuse writes for good.
+REUSE_REFUSED = "Session is {state}; use a different externalId to create a new session"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 #: How many extra key batches a list may fetch to refill a page the status re-check shortened.
 MAX_REFILLS = 5
-
-
-def authorize(
-    principal: Principal,
-    action: str,
-    resources: dict[str, Iterable[str | None]],
-    resource_type: str = "sessions",
-) -> None:
-    """Raise ``Forbidden`` unless ``principal`` may do ``action`` on one of ``resources``."""
-    if not can(principal, action, resources, super_scopes(action, resource_type)):
-        raise Forbidden(missing_permission_message(principal))
 
 
 def existing_session_resources(session: Session) -> dict[str, Iterable[str | None]]:
@@ -104,10 +89,7 @@ def create_session(
         is_cached = session.id != candidate.id
         if is_cached:  # leaving without commit rolls back the upsert's triggerConfig refresh
             authorize(principal, "write", existing_session_resources(session))
-        status = session_status(session, now)
-        if status is not SessionStatus.ACTIVE:
-            word = "closed" if status is SessionStatus.CLOSED else "expired"
-            raise Conflict(f"Session is {word}; use a different externalId to create a new session")
+        refuse_if_not_active(session, now, "reuse", Conflict, REUSE_REFUSED)
         reason = RunReason.CONTINUATION if is_cached else RunReason.INITIAL
         claim = ensure_run(uow, launcher, session, reason, now)
         session = replace(session, current_run_id=claim.run_id)
@@ -205,13 +187,6 @@ class SessionPage:
     sessions: list[Session]
     next_cursor: str | None
     previous_cursor: str | None
-
-
-def authorize_list(principal: Principal, task_identifiers: tuple[str, ...]) -> None:
-    """Listing needs ``read:sessions`` (or wider), or ``read:tasks`` scopes covering every filtered task."""
-    tasks: tuple[str | None, ...] = task_identifiers or (None,)
-    for task in tasks:
-        authorize(principal, "read", {"tasks": [task]})
 
 
 def list_sessions(

@@ -15,9 +15,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from session_core.config import Settings
+from session_core.db.engine import make_engine
 from session_core.db.migrate import upgrade_database
+from session_core.db.tables import metadata
 from session_core.db.uow import UnitOfWork
 from session_core.models import Environment, EnvironmentType, Session, utcnow
+from session_core.repositories.memory import MemoryDatabase, MemoryUnitOfWork
 from session_core.services.environments import create_environment
 from session_web.app import create_app
 from tests.integration.sessions_api import bearer, session_body
@@ -47,6 +50,32 @@ def app(app_database_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(
+    scope="module", params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def make_uow(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], Any]]:
+    """Factory: a unit of work on this module's store of each kind: the in-memory fakes, SQLite and
+    PostgreSQL, for the contract tests (tests keep apart by ids)."""
+    if request.param == "memory":
+        database = MemoryDatabase()
+        yield lambda: MemoryUnitOfWork(database)
+        return
+    if request.param == "sqlite":
+        url, name = f"sqlite:///{tmp_path_factory.mktemp('contract')}/contract.db", None
+    else:
+        postgres = request.getfixturevalue("postgres")
+        name = postgres.create_database()
+        url = postgres.database_url(name)
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    yield lambda: UnitOfWork(engine)
+    engine.dispose()
+    if name is not None:
+        postgres.drop_database(name)
 
 
 @pytest.fixture

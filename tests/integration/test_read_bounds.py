@@ -11,7 +11,8 @@ import pytest
 from session_core.channels.records import NewRecord, channel_key
 from session_core.channels.store import SqlChannelStore
 from session_core.db.uow import UnitOfWork
-from session_core.services.channels import MAX_BATCH_BYTES, MAX_RECORD_BYTES
+from session_core.envelopes import MAX_RECORD_BYTES
+from session_core.services.channels import MAX_BATCH_BYTES
 from session_web.realtime import RECORDS_PAGE_BYTES
 from tests.integration.sessions_api import bearer
 

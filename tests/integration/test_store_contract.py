@@ -2,6 +2,7 @@
 
 The same tests run on the in-memory fakes the unit tests use, on SQLite and on PostgreSQL: what the
 use cases rely on holds alike everywhere, so a unit test on the fakes says something about production.
+``make_uow`` (tests/integration/conftest.py) makes units of work on each implementation in turn.
 """
 
 import uuid
@@ -18,39 +19,12 @@ from session_core.channels.records import (
     StreamPosition,
     channel_key,
 )
-from session_core.db.engine import make_engine
-from session_core.db.tables import metadata
-from session_core.db.uow import UnitOfWork
 from session_core.errors import Conflict, InvalidInput, NotFound
-from session_core.repositories.memory import MemoryDatabase, MemoryUnitOfWork
 from tests.unit.factories import make_session
 
 NOW = 1_800_000_000_000
 TTL = 60_000
 MOMENT = datetime(2026, 6, 1)
-
-
-@pytest.fixture(
-    scope="module", params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def make_uow(request, tmp_path_factory):
-    """Factory: a unit of work on this module's store of the given kind (tests keep apart by ids)."""
-    if request.param == "memory":
-        database = MemoryDatabase()
-        yield lambda: MemoryUnitOfWork(database)
-        return
-    if request.param == "sqlite":
-        url, name = f"sqlite:///{tmp_path_factory.mktemp('contract')}/contract.db", None
-    else:
-        postgres = request.getfixturevalue("postgres")
-        name = postgres.create_database()
-        url = postgres.database_url(name)
-    engine = make_engine(url)
-    metadata.create_all(engine)
-    yield lambda: UnitOfWork(engine)
-    engine.dispose()
-    if name is not None:
-        postgres.drop_database(name)
 
 
 @pytest.fixture

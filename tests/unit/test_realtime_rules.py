@@ -7,20 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from session_core.envelopes import envelope, is_command_record, is_turn_complete, open_envelope, part_id
 from session_core.errors import BadRequest, Forbidden, InvalidInput, PayloadTooLarge
 from session_core.models import ChannelRecord, Environment, EnvironmentType
-from session_core.scopes import Principal, PrincipalKind
-from session_core.services.channels import (
-    authorize_stream,
-    envelope,
-    is_command_record,
-    is_turn_complete,
-    open_envelope,
-    part_id,
-    stream_token_scopes,
-    stream_token_ttl,
-)
-from session_core.services.streams import session_of_key
+from session_core.scopes import Principal, PrincipalKind, authorize_stream, stream_token_scopes
+from session_core.services.channels import stream_token_ttl
+from session_core.services.s2_streams import session_of_key
 from session_web.realtime import parse_io, parse_timeout_seconds, records_item, records_json, resume_seq
 from session_web.routing import check_request_text
 from session_web.s2 import parse_append_input

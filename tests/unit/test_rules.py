@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from session_core.cursors import SessionKey, decode_cursor, encode_cursor
-from session_core.errors import BadRequest, SessionClosed
+from session_core.errors import BadRequest, Conflict, SessionClosed
 from session_core.ids import generate_cuid, is_session_friendly_id, session_friendly_id
 from session_core.models import (
     Environment,
@@ -16,7 +16,7 @@ from session_core.models import (
 )
 from session_core.schemas import parse_duration_ms
 from session_core.scopes import Principal, PrincipalKind, can, super_scopes
-from session_core.services.sessions import existing_session_resources
+from session_core.services.sessions import REUSE_REFUSED, existing_session_resources
 from tests.unit.factories import make_session
 
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_x")
@@ -139,3 +139,14 @@ def test_writes_to_a_closed_or_expired_session_are_refused_with_one_message_each
         refuse_if_not_active(closed, NOW, "append to")
     with pytest.raises(SessionClosed, match="^Cannot trim an expired session$"):
         refuse_if_not_active(expired, NOW, "trim")
+
+
+def test_create_refuses_an_ended_session_under_its_externalid_with_its_own_message():
+    closed = make_session(closed_at=NOW - timedelta(seconds=1))
+    expired = make_session(expires_at=NOW - timedelta(seconds=1))
+
+    with pytest.raises(Conflict, match="^Session is closed; use a different externalId") as refused:
+        refuse_if_not_active(closed, NOW, "reuse", Conflict, REUSE_REFUSED)
+    assert not isinstance(refused.value, SessionClosed)  # 409 on the wire, not SessionClosed's 400
+    with pytest.raises(Conflict, match="^Session is expired; use a different externalId"):
+        refuse_if_not_active(expired, NOW, "reuse", Conflict, REUSE_REFUSED)

@@ -5,9 +5,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from session_core.config import ConfigError, Settings
+from session_core.envelopes import records_from_wire
 from session_core.errors import InvalidInput
 from session_core.models import ChannelRecord, RunReason, RunStatus, SessionRun, is_run_live, run_status
-from session_core.services.channels import records_from_wire
 from session_core.services.markers import is_session_closed_record, session_closed_headers
 from session_core.services.runs import launch_id
 from session_web.sse import through_close

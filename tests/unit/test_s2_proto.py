@@ -2,10 +2,10 @@
 
 import pytest
 
-from session_core.channels.records import AppendAck, StreamPosition
+from session_core.channels.records import AppendAck, NewRecord, StreamPosition
 from session_core.errors import InvalidInput, PayloadTooLarge
 from session_core.models import ChannelRecord
-from session_core.services.streams import body_bytes, stored_record
+from session_core.s2 import body_bytes, session_channel_of, stored_record, trim_point
 from session_web import s2_proto
 from session_web.s2_proto import decode_append_input, encode_append_ack
 
@@ -118,3 +118,25 @@ def test_a_batch_is_refused_once_its_metered_bytes_pass_1_mib(monkeypatch):
         decode_append_input(big * 32)
 
     assert len(built) == 16  # the 16th record passes 1 MiB; the 16 after it are never decoded
+
+
+def test_a_batch_trims_to_its_furthest_trim_command_but_never_past_the_command_itself():
+    trim = ["", "trim"]
+    records = [NewRecord("x"), NewRecord("3", [trim]), NewRecord("99", [trim])]
+    assert trim_point(records, first_seq=10) == 12  # the second command sits at 12: it stays readable
+    assert trim_point([NewRecord("3", [trim])], first_seq=10) == 3
+    assert trim_point([NewRecord("x")], first_seq=0) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "channel"),
+    [
+        ("sessions/chat-1/in", ("chat-1", "in")),
+        ("sessions/a/b/out", ("a/b", "out")),
+        ("sessions//in", None),
+        ("sessions/chat-1/sideways", None),
+        ("other/chat-1/in", None),
+    ],
+)
+def test_a_stream_name_names_a_session_channel_only_in_the_sessions_prefix(name, channel):
+    assert session_channel_of(name) == channel

@@ -5,7 +5,7 @@ import json
 from session_core.channels.records import ReadBatch, StreamPosition
 from session_core.channels.wakeups import WakeupHub
 from session_core.models import ChannelRecord
-from session_core.services.streams import ReadLimits, clip_records, metered_bytes
+from session_core.s2 import ReadLimits, clip_records, metered_bytes
 from session_web import sse
 from session_web.sse import TailOptions, event, record_json, tail_events
 

@@ -1,21 +1,28 @@
-"""The session and channel use cases on the in-memory fakes: no database, no sockets, no clock.
+"""The session, channel, run, launch and Durable Streams use cases on the in-memory fakes: no
+database, no sockets, no clock.
 
 ``MemoryUnitOfWork`` stands where the SQL unit of work stands in production (cosmicpython's
-``FakeUnitOfWork``); ``tests/integration/test_store_contract.py`` holds both to the same contract.
+``FakeUnitOfWork``); ``tests/integration/test_store_contract.py`` and ``test_repository_contract.py``
+hold both to the same contract.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pytest
 
 from session_core.channels.group_commit import GroupCommit
+from session_core.durable import service as durable
+from session_core.durable.rules import ProducerHeaders
+from session_core.envelopes import open_envelope
 from session_core.errors import Conflict, Forbidden, NotFound, SessionClosed
 from session_core.models import Environment, EnvironmentType, RunStatus
 from session_core.repositories.memory import MemoryUnitOfWork
 from session_core.scopes import Principal, PrincipalKind
 from session_core.services import channels, sessions
-from session_core.services.runs import RecordingLauncher
+from session_core.services.launches import Dispatcher, DispatchPolicy, Launch
+from session_core.services.runs import RecordingLauncher, RunFinal, end_run, heartbeat_run
+from session_core.services.tokens import spend_one_time_token
 
 NOW = datetime(2026, 6, 1, 12)
 ENV = Environment("env1", "dev", EnvironmentType.DEVELOPMENT, "org", "proj", "tr_dev_" + "k" * 32)
@@ -56,7 +63,7 @@ def append(uow, launcher, session_ref, body, principal=SECRET_KEY, io="in", part
 
 def read(uow, session_ref, io="in"):
     key = channels.resolve_channel_for_read(uow, SECRET_KEY, session_ref, io)
-    return [channels.open_envelope(record)[0] for record in channels.read_page(uow, key, 0, 100, 10_000)]
+    return [open_envelope(record)[0] for record in channels.read_page(uow, key, 0, 100, 10_000)]
 
 
 def test_creating_a_session_starts_its_first_run(uow, launcher):
@@ -154,3 +161,95 @@ def test_end_and_continue_hands_the_session_to_a_new_run_once(uow, launcher):
     second = uow.sessions.get_by_ref(ENV.id, "chat-1").current_run_id
     assert swapped == (second, True) and second != first
     assert stale == (second, False)  # the first run is no longer current: nothing is handed over
+
+
+def run_token(run_id, session):
+    return Principal(ENV, PrincipalKind.PUBLIC_JWT, run_id=run_id, session_id=session.friendly_id)
+
+
+def test_a_run_is_heartbeaten_to_executing_then_ended_and_then_refused(uow, launcher):
+    created = create(uow, launcher)
+    token = run_token(created.run_id, created.session)
+
+    beat = heartbeat_run(uow, token, created.run_id, 60, NOW)
+    ended = end_run(uow, token, created.run_id, RunStatus.COMPLETED, NOW, output={"ok": True})
+
+    assert beat.view.status is RunStatus.EXECUTING and beat.token
+    assert (ended.status, ended.run.output) == (RunStatus.COMPLETED, {"ok": True})
+    with pytest.raises(RunFinal, match="^Run is COMPLETED$"):
+        heartbeat_run(uow, token, created.run_id, 60, NOW)
+    with pytest.raises(Forbidden):  # another run's token
+        end_run(uow, run_token("run_other", created.session), created.run_id, RunStatus.FAILED, NOW)
+
+
+@dataclass
+class DeliveringLauncher:
+    """A launcher whose runs get an outbox row, as ``OutboxLauncher``'s do, without its thread."""
+
+    lease_seconds: int = 30
+    delivers: bool = True
+    wakes: int = 0
+
+    def wake(self):
+        self.wakes += 1
+
+
+class Receiver:
+    """A ``LaunchSender`` that refuses the first ``failures`` launches, then keeps what it is sent."""
+
+    def __init__(self, failures=0):
+        self.failures, self.received = failures, []
+
+    def send(self, launch: Launch):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("receiver down")
+        self.received.append(launch)
+
+
+def test_a_launch_commits_with_its_run_and_is_delivered_after_a_failed_attempt(uow):
+    uow.environments.add(ENV, "hash", NOW)
+    delivering = DeliveringLauncher()
+    created = create(uow, delivering)
+    clock = [NOW]
+    receiver = Receiver(failures=1)
+    policy = DispatchPolicy(base_delay_seconds=1, jitter=lambda: 1.0)
+    dispatcher = Dispatcher(lambda: MemoryUnitOfWork(uow.db), receiver, 30, policy, clock=lambda: clock[0])
+
+    assert delivering.wakes == 1 and list(uow.db.launches) == ["msg_" + created.run_id.removeprefix("run_")]
+    assert dispatcher.run_due() == 1  # refused: due again a second later
+    assert dispatcher.run_due() == 0 and receiver.received == []
+    clock[0] = NOW + timedelta(seconds=1)
+    assert dispatcher.run_due() == 1
+
+    [launch] = receiver.received
+    assert (launch.run_id, launch.reason, launch.session["id"]) == (
+        created.run_id,
+        "initial",
+        created.session.friendly_id,
+    )
+    assert uow.db.launches[launch.id].delivered_at == clock[0]
+
+
+def test_a_one_time_token_is_accepted_once(uow):
+    assert spend_one_time_token(uow, "hash", 2_000_000_000, 1_800_000_000.5)
+    assert not spend_one_time_token(uow, "hash", 2_000_000_000, 1_800_000_001)
+
+
+def test_a_durable_stream_is_created_appended_by_a_producer_once_closed_and_read(uow):
+    spec = durable.CreateSpec(content_type="application/json", body=b'[{"n": 1}]')
+    producer = ProducerHeaders("writer", 0, 0)
+    closing = durable.AppendRequest(b'{"n": 2}', "application/json", close=True, producer=producer)
+
+    created = durable.create_stream(uow, ENV.id, "events", spec, 1_000)
+    again = durable.create_stream(uow, ENV.id, "events", spec, 1_001)
+    appended = durable.append(uow, ENV.id, "events", closing, 2_000)
+    retried = durable.append(uow, ENV.id, "events", closing, 2_001)  # the same producer seq: a duplicate
+    result = durable.read(uow, uow, ENV.id, "events", 0, 10, 3_000)
+
+    assert (created.is_new, created.tail, again.is_new) == (True, 1, False)
+    assert (appended.tail, appended.closed, retried.tail) == (2, True, 2)
+    assert [body.replace(" ", "") for body in result.bodies] == ['[{"n":1}]', '[{"n":2}]']
+    assert result.closed_at_tail and uow.woken == [created.stream.key]
+    with pytest.raises(durable.StreamClosed):
+        durable.append(uow, ENV.id, "events", durable.AppendRequest(b"[3]", "application/json"), 4_000)
