@@ -146,6 +146,3 @@ class UnitOfWork:
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
-
-
-UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from session_core.channels.records import channel_key
-from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import JSON_TYPE, json_record_body
 from session_core.envelopes import open_envelope
 from session_core.models import ChannelRecord, Io, SessionStatus, session_status
+from session_core.repositories.ports import AbstractUnitOfWork
 from session_core.scopes import Principal
 from session_core.services.channels import find_session_for_read
 
@@ -45,7 +45,7 @@ class SessionChannel:
 
 
 def open_channel(
-    uow: UnitOfWork, principal: Principal, session_ref: str, io: Io, now: datetime
+    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, io: Io, now: datetime
 ) -> SessionChannel:
     """The channel ``principal`` asks to read, in the realtime loaders' order.
 
@@ -62,7 +62,9 @@ def open_channel(
     return SessionChannel(channel_key(principal.environment.id, session.addressing_key, io), ended)
 
 
-def read_channel(uow: UnitOfWork, key: str, start: int | None, limit: int) -> tuple[list[str], int, int]:
+def read_channel(
+    uow: AbstractUnitOfWork, key: str, start: int | None, limit: int
+) -> tuple[list[str], int, int]:
     """Up to ``limit`` messages from seq_num ``start`` (None: the tail), stored-body shaped (one-message
     JSON arrays), with the position after them and the tail."""
     with uow:

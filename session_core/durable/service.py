@@ -14,7 +14,6 @@ import secrets
 from dataclasses import dataclass, replace
 
 from session_core.channels.records import NewRecord
-from session_core.db.uow import UnitOfWork
 from session_core.durable.rules import (
     DEFAULT_CONTENT_TYPE,
     DsStream,
@@ -29,6 +28,7 @@ from session_core.durable.rules import (
     normalize_content_type,
 )
 from session_core.errors import BadRequest, Conflict, NotFound, SessionsError
+from session_core.repositories.ports import AbstractUnitOfWork
 
 
 class StreamGone(SessionsError):
@@ -120,7 +120,7 @@ def record_body(content_type: str, data: bytes, *, allow_empty: bool = False) ->
     return [base64.b64encode(data).decode()]
 
 
-def _gone_or_live(uow: UnitOfWork, stream: DsStream | None, now_ms: int) -> DsStream | None:
+def _gone_or_live(uow: AbstractUnitOfWork, stream: DsStream | None, now_ms: int) -> DsStream | None:
     """``stream`` unless it expired: then it is deleted (None), or soft-deleted while forked."""
     if stream is None or not is_expired(
         stream.ttl_seconds, stream.expires_at_ms, stream.last_access_ms, now_ms
@@ -132,7 +132,7 @@ def _gone_or_live(uow: UnitOfWork, stream: DsStream | None, now_ms: int) -> DsSt
     return None
 
 
-def _remove(uow: UnitOfWork, stream: DsStream) -> None:
+def _remove(uow: AbstractUnitOfWork, stream: DsStream) -> None:
     """Delete ``stream``; a soft-deleted source no fork reads any more goes with it."""
     uow.ds.remove(stream)
     uow.wake_readers(stream.key)
@@ -148,7 +148,9 @@ def _remove(uow: UnitOfWork, stream: DsStream) -> None:
         uow.ds.save(source)
 
 
-def _existing(uow: UnitOfWork, environment_id: str, path: str, now_ms: int, *, lock: bool) -> DsStream:
+def _existing(
+    uow: AbstractUnitOfWork, environment_id: str, path: str, now_ms: int, *, lock: bool
+) -> DsStream:
     """The live stream at ``path``. :raise NotFound: none, or expired. :raise StreamGone: soft-deleted."""
     stream = _gone_or_live(uow, uow.ds.get(environment_id, path, lock=lock), now_ms)
     if stream is None:
@@ -177,7 +179,9 @@ def _same_config(stream: DsStream, spec: CreateSpec) -> bool:
     )
 
 
-def create_stream(uow: UnitOfWork, environment_id: str, path: str, spec: CreateSpec, now_ms: int) -> Created:
+def create_stream(
+    uow: AbstractUnitOfWork, environment_id: str, path: str, spec: CreateSpec, now_ms: int
+) -> Created:
     """Create the stream at ``path`` (a fork if ``spec.forked_from``), or confirm the same one.
 
     :raise Conflict: the path holds a different stream, or a soft-deleted one; the fork's source
@@ -198,7 +202,9 @@ def create_stream(uow: UnitOfWork, environment_id: str, path: str, spec: CreateS
     raise AssertionError("unreachable")
 
 
-def _create(uow: UnitOfWork, environment_id: str, path: str, spec: CreateSpec, now_ms: int) -> Created:
+def _create(
+    uow: AbstractUnitOfWork, environment_id: str, path: str, spec: CreateSpec, now_ms: int
+) -> Created:
     existing = _gone_or_live(uow, uow.ds.get(environment_id, path, lock=True), now_ms)
     if existing is not None:
         if existing.soft_deleted:
@@ -228,7 +234,9 @@ def _create(uow: UnitOfWork, environment_id: str, path: str, spec: CreateSpec, n
     return Created(stream, uow.channels.tail(stream.key).seq_num, is_new=True)
 
 
-def _fork(uow: UnitOfWork, stream: DsStream, spec: CreateSpec, now_ms: int) -> tuple[DsStream, list[str]]:
+def _fork(
+    uow: AbstractUnitOfWork, stream: DsStream, spec: CreateSpec, now_ms: int
+) -> tuple[DsStream, list[str]]:
     """``stream`` as a fork of ``spec.forked_from``, and the records it starts with (a sub-offset's
     prefix of the source record at the fork point); takes a reference on the source."""
     assert spec.forked_from is not None
@@ -270,7 +278,7 @@ def _fork(uow: UnitOfWork, stream: DsStream, spec: CreateSpec, now_ms: int) -> t
     return fork, records
 
 
-def _sub_offset_prefix(uow: UnitOfWork, source: DsStream, fork_seq: int, sub_offset: int) -> str:
+def _sub_offset_prefix(uow: AbstractUnitOfWork, source: DsStream, fork_seq: int, sub_offset: int) -> str:
     """The first ``sub_offset`` bytes (JSON: messages) of the source's record at ``fork_seq``."""
     found = _read_chain(uow, source, fork_seq, fork_seq + 1, 1)
     if not found:
@@ -287,7 +295,9 @@ def _sub_offset_prefix(uow: UnitOfWork, source: DsStream, fork_seq: int, sub_off
     return base64.b64encode(data[:sub_offset]).decode()
 
 
-def append(uow: UnitOfWork, environment_id: str, path: str, request: AppendRequest, now_ms: int) -> Appended:
+def append(
+    uow: AbstractUnitOfWork, environment_id: str, path: str, request: AppendRequest, now_ms: int
+) -> Appended:
     """Append (and/or close) as one transaction: the records, ``Stream-Seq``, the producer's state.
 
     :raise NotFound, StreamGone: no such stream, or a soft-deleted one.
@@ -304,7 +314,7 @@ def append(uow: UnitOfWork, environment_id: str, path: str, request: AppendReque
     return outcome
 
 
-def _append(uow: UnitOfWork, stream: DsStream, request: AppendRequest, now_ms: int) -> Appended:
+def _append(uow: AbstractUnitOfWork, stream: DsStream, request: AppendRequest, now_ms: int) -> Appended:
     producer = request.producer
     if stream.closed:
         tail = uow.channels.tail(stream.key).seq_num
@@ -346,7 +356,7 @@ def _append(uow: UnitOfWork, stream: DsStream, request: AppendRequest, now_ms: i
 
 
 def head(
-    read_uow: UnitOfWork, write_uow: UnitOfWork, environment_id: str, path: str, now_ms: int
+    read_uow: AbstractUnitOfWork, write_uow: AbstractUnitOfWork, environment_id: str, path: str, now_ms: int
 ) -> tuple[DsStream, int]:
     """The stream and its tail, without renewing its TTL. :raise NotFound, StreamGone.
 
@@ -364,7 +374,7 @@ def head(
     return stream, tail
 
 
-def delete(uow: UnitOfWork, environment_id: str, path: str, now_ms: int) -> None:
+def delete(uow: AbstractUnitOfWork, environment_id: str, path: str, now_ms: int) -> None:
     """Delete the stream; one that forks still read is soft-deleted until the last fork goes.
 
     :raise NotFound, StreamGone.
@@ -380,8 +390,8 @@ def delete(uow: UnitOfWork, environment_id: str, path: str, now_ms: int) -> None
 
 
 def read(
-    read_uow: UnitOfWork,
-    write_uow: UnitOfWork,
+    read_uow: AbstractUnitOfWork,
+    write_uow: AbstractUnitOfWork,
     environment_id: str,
     path: str,
     start: int | None,
@@ -423,7 +433,7 @@ def _check_live(stream: DsStream | None) -> DsStream:
     return stream
 
 
-def _read(uow: UnitOfWork, stream: DsStream, start: int | None, limit: int) -> ReadResult:
+def _read(uow: AbstractUnitOfWork, stream: DsStream, start: int | None, limit: int) -> ReadResult:
     tail = uow.channels.tail(stream.key).seq_num
     begin = tail if start is None else start
     bodies = _read_chain(uow, stream, begin, tail, limit) if begin < tail else []
@@ -431,7 +441,7 @@ def _read(uow: UnitOfWork, stream: DsStream, start: int | None, limit: int) -> R
     return ReadResult(stream.key, stream.content_type, stream.closed, bodies, next_seq, tail)
 
 
-def _read_chain(uow: UnitOfWork, stream: DsStream, start: int, end: int, limit: int) -> list[str]:
+def _read_chain(uow: AbstractUnitOfWork, stream: DsStream, start: int, end: int, limit: int) -> list[str]:
     """Record bodies of positions ``start``..``end`` (exclusive) as ``stream`` sees them."""
     bodies: list[str] = []
     own_start = stream.first_own_seq

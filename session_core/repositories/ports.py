@@ -8,11 +8,13 @@ every implementation has. ``tests/integration/test_repository_contract.py`` hold
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Literal, Protocol
 
+from session_core.channels.port import ChannelStore
 from session_core.cursors import SessionKey
 from session_core.durable.rules import DsStream, ProducerState
 from session_core.models import Environment, EnvironmentSummary, Session, SessionRun, SessionStatus
@@ -184,3 +186,43 @@ class DurableStreamRepository(Protocol):
     def producer(self, stream_id: str, producer_id: str) -> ProducerState | None: ...
 
     def save_producer(self, stream_id: str, producer_id: str, state: ProducerState, now_ms: int) -> None: ...
+
+
+class AbstractUnitOfWork(Protocol):
+    """One transaction over the repositories and the channel store: what every use case takes.
+
+    ``db.uow.UnitOfWork`` is the SQL one, ``repositories.memory.MemoryUnitOfWork`` the unit tests'
+    (cosmicpython's fake unit of work). Use it as a context manager; nothing is kept unless
+    ``commit`` is called inside it.
+    """
+
+    sessions: SessionRepository
+    environments: EnvironmentRepository
+    runs: SessionRunRepository
+    launches: LaunchRepository
+    channels: ChannelStore
+    spent_tokens: SpentTokenRepository
+    ds: DurableStreamRepository
+
+    def __enter__(self) -> AbstractUnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def autocommitting(self) -> AbstractUnitOfWork:
+        """A unit of work like this one whose every statement commits on its own."""
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed."""
+
+    def wake_readers(self, key: str) -> None:
+        """Once committed, make the live readers of channel ``key`` read again."""
+
+    def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], AbstractUnitOfWork]

@@ -7,7 +7,6 @@ store; none of them knows about HTTP. Records carry the envelope of ``session_co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +21,6 @@ from session_core.channels.records import (
     channel_key,
     stream_name,
 )
-from session_core.db.uow import UnitOfWork
 from session_core.envelopes import check_envelope_size, envelope, is_command_record, is_turn_complete, part_id
 from session_core.errors import NotFound, SessionsError
 from session_core.ids import is_session_friendly_id
@@ -35,6 +33,7 @@ from session_core.models import (
     refuse_if_not_active,
     session_status,
 )
+from session_core.repositories.ports import AbstractUnitOfWork, UnitOfWorkFactory
 from session_core.scopes import (
     Principal,
     authorize,
@@ -78,7 +77,7 @@ class ChannelGrant:
 
 
 def initialize_channel(
-    uow: UnitOfWork, principal: Principal, session_ref: str, io: Io, now: datetime
+    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, io: Io, now: datetime
 ) -> ChannelGrant:
     """Grant direct S2 access to one channel.
 
@@ -119,7 +118,7 @@ AppendGroups = GroupCommit[tuple[str, str, Io], ChannelAppend, int]
 
 
 def append_to_channel(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     groups: AppendGroups,
     session_ref: str,
@@ -194,7 +193,7 @@ def _outcomes(
 
 
 def _append_batch(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     session_ref: str,
     io: Io,
@@ -217,7 +216,7 @@ def _append_batch(
 
 
 def _append_at_once(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     session_ref: str,
     io: Io,
@@ -229,7 +228,7 @@ def _append_at_once(
 
     Open at the latest arrival means open at every earlier one, and scopes on ``session_ref``
     are enough whatever the row says, so every append written is one that ``_check_append``
-    accepts: the statement commits on its own (``UnitOfWork.autocommit``). Returns the outcomes
+    accepts: the statement commits on its own (``AbstractUnitOfWork.autocommit``). Returns the outcomes
     decided (by batch index) and the indexes left undecided: appends that pass with the row but
     were not written (a token scoped to the session's other name, expiry between two arrivals).
     """
@@ -258,7 +257,7 @@ def _append_at_once(
 
 
 def ensure_run_after_append(
-    uow: UnitOfWork, launcher: RunLauncher, session: Session, io: Io, now: datetime
+    uow: AbstractUnitOfWork, launcher: RunLauncher, session: Session, io: Io, now: datetime
 ) -> None:
     """After a committed append to ``.in``, give the session a live run if its current one is not.
 
@@ -284,7 +283,7 @@ def ensure_run_after_append(
 
 
 def _append_after_lookup(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     session_ref: str,
     io: Io,
@@ -313,7 +312,7 @@ def _append_after_lookup(
 
 
 def find_session_for_read(
-    uow: UnitOfWork, principal: Principal, session_ref: str, not_found: str = "Not found"
+    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, not_found: str = "Not found"
 ) -> Session | None:
     """The session a reader names, checked in loader order: existence, then scopes.
 
@@ -336,7 +335,7 @@ def find_session_for_read(
     return session
 
 
-def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
+def resolve_channel_for_read(uow: AbstractUnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
     """Return the store key of the channel a reader asks for (``find_session_for_read``'s checks).
 
     :raise NotFound: a friendly id without a session.
@@ -347,7 +346,7 @@ def resolve_channel_for_read(uow: UnitOfWork, principal: Principal, session_ref:
 
 
 def read_batch(
-    uow: UnitOfWork, key: str, start_seq: int, limit: int, max_bytes: int = MAX_BATCH_BYTES
+    uow: AbstractUnitOfWork, key: str, start_seq: int, limit: int, max_bytes: int = MAX_BATCH_BYTES
 ) -> ReadBatch:
     """Read up to ``limit`` records from ``start_seq`` (``max_bytes`` of them plus at most one),
     with the tail, in one statement.
@@ -361,7 +360,7 @@ def read_batch(
 
 
 def read_page(
-    uow: UnitOfWork, key: str, start_seq: int, max_records: int, max_bytes: int
+    uow: AbstractUnitOfWork, key: str, start_seq: int, max_records: int, max_bytes: int
 ) -> list[ChannelRecord]:
     """Read from ``start_seq`` up to the channel's end, ``max_records`` records, or the record whose
     stored bytes bring the page to ``max_bytes`` (so at most ``max_bytes`` plus one record).
@@ -373,7 +372,7 @@ def read_page(
         return uow.channels.read(key, start_seq, max_records, max_bytes)
 
 
-def is_settled(uow: UnitOfWork, key: str) -> bool:
+def is_settled(uow: AbstractUnitOfWork, key: str) -> bool:
     """Whether the channel's last non-command record is a turn-complete (a settled ``.out``).
 
     The last records are read in byte-bounded batches, keeping only the last non-command one, so
@@ -401,7 +400,11 @@ class LiveRead:
 
 
 def open_live_read(
-    uow_factory: Callable[[], UnitOfWork], principal: Principal, session_ref: str, io: Io, peek_settled: bool
+    uow_factory: UnitOfWorkFactory,
+    principal: Principal,
+    session_ref: str,
+    io: Io,
+    peek_settled: bool,
 ) -> LiveRead:
     """Resolve a live read; with ``peek_settled``, also check whether ``.out`` ended on a turn-complete.
 
@@ -413,7 +416,7 @@ def open_live_read(
 
 
 def append_records(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     session_ref: str,
     io: Io,

@@ -6,13 +6,15 @@ from dataclasses import replace
 from datetime import datetime
 
 from session_core.auth import generate_api_key, hash_api_key
-from session_core.db.uow import UnitOfWork
 from session_core.errors import NotFound
 from session_core.ids import generate_cuid
 from session_core.models import Environment, EnvironmentSummary, EnvironmentType
+from session_core.repositories.ports import AbstractUnitOfWork
 
 
-def create_environment(uow: UnitOfWork, slug: str, env_type: EnvironmentType, now: datetime) -> Environment:
+def create_environment(
+    uow: AbstractUnitOfWork, slug: str, env_type: EnvironmentType, now: datetime
+) -> Environment:
     """Create an environment with a fresh secret key.
 
     Every environment of one installation shares its organisation and project, taken from the
@@ -35,13 +37,13 @@ def create_environment(uow: UnitOfWork, slug: str, env_type: EnvironmentType, no
     return environment
 
 
-def list_environments(uow: UnitOfWork) -> list[EnvironmentSummary]:
+def list_environments(uow: AbstractUnitOfWork) -> list[EnvironmentSummary]:
     """Every environment of the installation, oldest first; keys are never part of a listing."""
     with uow:
         return uow.environments.list_summaries()
 
 
-def rotate_api_key(uow: UnitOfWork, slug: str) -> Environment:
+def rotate_api_key(uow: AbstractUnitOfWork, slug: str) -> Environment:
     """Give the environment ``slug`` a fresh secret key and return it with that key.
 
     The old key stops matching at once in the database; web workers that cached it keep accepting

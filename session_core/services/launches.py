@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from session_core.db.uow import UnitOfWork
 from session_core.models import JSONValue, RunStatus, is_run_live, run_status, utcnow
-from session_core.repositories.ports import PendingLaunch
+from session_core.repositories.ports import AbstractUnitOfWork, PendingLaunch
 from session_core.schemas import SessionItemSchema
 from session_core.services.runs import mint_run_token, run_payload
 
@@ -54,7 +53,9 @@ def retry_delay(attempts: int, base_seconds: float, max_seconds: float, jitter: 
     return exponential * (0.5 + jitter / 2)
 
 
-def _prepare(uow: UnitOfWork, pending: PendingLaunch, lease_seconds: int, now: datetime) -> Launch | None:
+def _prepare(
+    uow: AbstractUnitOfWork, pending: PendingLaunch, lease_seconds: int, now: datetime
+) -> Launch | None:
     """The launch to send for a claimed row, or None when its run is no longer live (nothing to start)."""
     run = uow.runs.get(pending.run_id)
     if run is None or not is_run_live(run, now):
@@ -97,7 +98,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        uow_factory: Callable[[], UnitOfWork],
+        uow_factory: Callable[[], AbstractUnitOfWork],
         sender: LaunchSender,
         lease_seconds: int,
         policy: DispatchPolicy | None = None,

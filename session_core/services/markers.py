@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from session_core.channels.records import NewRecord, channel_key
-from session_core.db.uow import UnitOfWork
 from session_core.envelopes import CONTROL_HEADER
 from session_core.models import IOS, ChannelRecord, Session
+from session_core.repositories.ports import AbstractUnitOfWork
 
 SESSION_CLOSED = "session-closed"
 SESSION_CLOSED_REASON = "session-closed-reason"
@@ -28,7 +28,7 @@ def is_session_closed_record(record: ChannelRecord) -> bool:
     return not record.body and [CONTROL_HEADER, SESSION_CLOSED] in record.headers
 
 
-def write_session_closed(uow: UnitOfWork, session: Session, now: datetime) -> None:
+def write_session_closed(uow: AbstractUnitOfWork, session: Session, now: datetime) -> None:
     """Append the marker to ``.out`` and ``.in`` inside the caller's (closing) transaction."""
     now_ms = int(now.replace(tzinfo=UTC).timestamp() * 1000)
     marker = NewRecord("", session_closed_headers(session.closed_reason))

@@ -16,7 +16,6 @@ from typing import Protocol
 
 from session_core.auth import mint_token
 from session_core.channels.records import stream_name
-from session_core.db.uow import UnitOfWork
 from session_core.errors import Conflict, NotFound
 from session_core.ids import generate_cuid, run_friendly_id
 from session_core.models import (
@@ -29,6 +28,7 @@ from session_core.models import (
     is_run_live,
     run_status,
 )
+from session_core.repositories.ports import AbstractUnitOfWork
 from session_core.scopes import STREAM_SCOPE_PREFIX, Principal, authorize_run, session_token_scopes
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,12 @@ def mint_run_token(environment: Environment, session: Session, run_id: str, leas
 
 
 def _start(
-    uow: UnitOfWork, launcher: RunLauncher, session: Session, run_id: str, reason: RunReason, now: datetime
+    uow: AbstractUnitOfWork,
+    launcher: RunLauncher,
+    session: Session,
+    run_id: str,
+    reason: RunReason,
+    now: datetime,
 ) -> None:
     """Record a claimed run, and its launch when the launcher delivers; wake it after the commit."""
     lease = now + timedelta(seconds=launcher.lease_seconds)
@@ -128,7 +133,7 @@ def _start(
         uow.on_commit(launcher.wake)
 
 
-def current_run_is_live(uow: UnitOfWork, session: Session, now: datetime) -> bool:
+def current_run_is_live(uow: AbstractUnitOfWork, session: Session, now: datetime) -> bool:
     """Whether the session's current run exists and is QUEUED or EXECUTING within its lease."""
     if session.current_run_id is None:
         return False
@@ -136,7 +141,7 @@ def current_run_is_live(uow: UnitOfWork, session: Session, now: datetime) -> boo
 
 
 def ensure_run(
-    uow: UnitOfWork, launcher: RunLauncher, session: Session, reason: RunReason, now: datetime
+    uow: AbstractUnitOfWork, launcher: RunLauncher, session: Session, reason: RunReason, now: datetime
 ) -> RunClaim:
     """Return the session's live run, claiming a new one if it has none.
 
@@ -158,7 +163,7 @@ def ensure_run(
 
 
 def swap_run(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     session: Session,
     calling_run_id: str | None,
@@ -197,7 +202,7 @@ class Heartbeat:
     lease_seconds: int
 
 
-def _load(uow: UnitOfWork, principal: Principal, run_id: str) -> tuple[SessionRun, Session]:
+def _load(uow: AbstractUnitOfWork, principal: Principal, run_id: str) -> tuple[SessionRun, Session]:
     run = uow.runs.get_in_environment(principal.environment.id, run_id)
     if run is None:
         raise NotFound("Run not found")
@@ -209,7 +214,7 @@ def _view(run: SessionRun, session: Session, now: datetime) -> RunView:
     return RunView(run, session.friendly_id, run_status(run, now))
 
 
-def retrieve_run(uow: UnitOfWork, principal: Principal, run_id: str, now: datetime) -> RunView:
+def retrieve_run(uow: AbstractUnitOfWork, principal: Principal, run_id: str, now: datetime) -> RunView:
     """:raise NotFound: no such run in the caller's environment. :raise Forbidden: another run's token."""
     with uow:
         run, session = _load(uow, principal, run_id)
@@ -217,7 +222,7 @@ def retrieve_run(uow: UnitOfWork, principal: Principal, run_id: str, now: dateti
 
 
 def _update_running(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     principal: Principal,
     run_id: str,
     now: datetime,
@@ -236,7 +241,7 @@ def _update_running(
 
 
 def heartbeat_run(
-    uow: UnitOfWork, principal: Principal, run_id: str, lease_seconds: int, now: datetime
+    uow: AbstractUnitOfWork, principal: Principal, run_id: str, lease_seconds: int, now: datetime
 ) -> Heartbeat:
     """Extend the run's lease (moving QUEUED to EXECUTING) and hand out a fresh run token.
 
@@ -258,7 +263,7 @@ def heartbeat_run(
 
 
 def end_run(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     principal: Principal,
     run_id: str,
     status: RunStatus,
@@ -278,7 +283,7 @@ def end_run(
     return _view(run, session, now)
 
 
-def list_runs(uow: UnitOfWork, session: Session, now: datetime) -> list[RunView]:
+def list_runs(uow: AbstractUnitOfWork, session: Session, now: datetime) -> list[RunView]:
     """The session's runs, newest first (at most ``MAX_RUNS_LISTED``)."""
     with uow:
         runs = uow.runs.list_for_session(session.id, MAX_RUNS_LISTED)

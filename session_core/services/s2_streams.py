@@ -15,9 +15,9 @@ from datetime import datetime
 from session_core.channels.append_rules import is_storable_key
 from session_core.channels.records import AppendAck, NewRecord, ReadBatch, StreamPosition
 from session_core.channels.wakeups import WakeupHub
-from session_core.db.uow import UnitOfWork
 from session_core.errors import InvalidInput, SessionsError, VersionMismatch
 from session_core.models import refuse_if_not_active
+from session_core.repositories.ports import AbstractUnitOfWork
 from session_core.s2 import ReadLimits, clip_records, session_channel_of, trim_point
 from session_core.scopes import Principal, authorize_stream
 from session_core.services.channels import epoch_ms, read_batch
@@ -69,7 +69,7 @@ def session_of_key(key: str) -> tuple[str, str] | None:
     return None if channel is None else (environment_id, channel[0])
 
 
-def _refuse_if_session_not_active(uow: UnitOfWork, key: str, now: datetime) -> None:
+def _refuse_if_session_not_active(uow: AbstractUnitOfWork, key: str, now: datetime) -> None:
     """Refuse writes to the channel of a closed or expired session (the rule the realtime routes
     follow). The row is read with a shared lock, so a racing close commits after this append."""
     owner = session_of_key(key)
@@ -81,7 +81,7 @@ def _refuse_if_session_not_active(uow: UnitOfWork, key: str, now: datetime) -> N
 
 
 def append_to_stream(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     key: str,
     records: Sequence[NewRecord],
     now: datetime,
@@ -110,13 +110,13 @@ def append_to_stream(
     return ack
 
 
-def stream_tail(uow: UnitOfWork, key: str) -> StreamPosition:
+def stream_tail(uow: AbstractUnitOfWork, key: str) -> StreamPosition:
     """The next seq_num of the stream and its last record's timestamp."""
     with uow:
         return uow.channels.tail(key)
 
 
-def resolve_start(uow: UnitOfWork, key: str, start: ReadStart, clamp: bool) -> int:
+def resolve_start(uow: AbstractUnitOfWork, key: str, start: ReadStart, clamp: bool) -> int:
     """The seq_num a read starts at; past the tail it is the tail with ``clamp``, else an error.
 
     :raise ReadPastTail: the start is past the tail and ``clamp`` is off.
@@ -137,7 +137,7 @@ def resolve_start(uow: UnitOfWork, key: str, start: ReadStart, clamp: bool) -> i
 
 
 def read_stream(
-    uow_factory: Callable[[], UnitOfWork],
+    uow_factory: Callable[[], AbstractUnitOfWork],
     hub: WakeupHub,
     key: str,
     start_seq: int,

@@ -6,23 +6,27 @@ through ``scopes.can`` and raises domain errors; none of them knows about HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from session_core.auth import mint_token
 from session_core.cursors import SessionKey, decode_cursor, encode_cursor
-from session_core.db.uow import UnitOfWork
 from session_core.errors import BadRequest, Conflict, NotFound
 from session_core.ids import generate_cuid, session_friendly_id
 from session_core.models import RunReason, Session, refuse_if_not_active, session_status
-from session_core.repositories.ports import SessionFilters, SessionLister, SessionListQuery
+from session_core.repositories.ports import (
+    AbstractUnitOfWork,
+    SessionFilters,
+    SessionLister,
+    SessionListQuery,
+    UnitOfWorkFactory,
+)
 from session_core.scopes import Principal, authorize, authorize_list, session_token_scopes
 from session_core.services.markers import write_session_closed
 from session_core.services.runs import RunLauncher, ensure_run, swap_run
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
 #: Create's answer to an externalId whose session ended: its channels refuse writes for good.
 REUSE_REFUSED = "Session is {state}; use a different externalId to create a new session"
 DEFAULT_PAGE_SIZE = 20
@@ -46,7 +50,7 @@ class CreatedSession:
 
 
 def create_session(
-    uow: UnitOfWork, launcher: RunLauncher, principal: Principal, data: dict[str, Any], now: datetime
+    uow: AbstractUnitOfWork, launcher: RunLauncher, principal: Principal, data: dict[str, Any], now: datetime
 ) -> CreatedSession:
     """Create a session, or return the open one that already has this ``externalId``.
 
@@ -98,7 +102,7 @@ def create_session(
     return CreatedSession(session, claim.run_id, token, is_cached)
 
 
-def retrieve_session(uow: UnitOfWork, principal: Principal, session_ref: str) -> Session:
+def retrieve_session(uow: AbstractUnitOfWork, principal: Principal, session_ref: str) -> Session:
     """Find a session by either id form; a token for either form may read it.
 
     :raise NotFound: before any scope check, as Trigger.dev's loaders do.
@@ -112,7 +116,7 @@ def retrieve_session(uow: UnitOfWork, principal: Principal, session_ref: str) ->
     return session
 
 
-def _get_for_admin(uow: UnitOfWork, principal: Principal, session_ref: str) -> Session:
+def _get_for_admin(uow: AbstractUnitOfWork, principal: Principal, session_ref: str) -> Session:
     # Admin routes match the URL form only, and check scopes before existence (no 404 leak).
     authorize(principal, "admin", {"sessions": [session_ref]})
     session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
@@ -122,7 +126,7 @@ def _get_for_admin(uow: UnitOfWork, principal: Principal, session_ref: str) -> S
 
 
 def update_session(
-    uow: UnitOfWork, principal: Principal, session_ref: str, changes: dict[str, Any], now: datetime
+    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, changes: dict[str, Any], now: datetime
 ) -> Session:
     """Write the given ``tags``, ``metadata`` and ``external_id``; others stay as they are.
 
@@ -137,7 +141,7 @@ def update_session(
 
 
 def close_session(
-    uow: UnitOfWork, principal: Principal, session_ref: str, reason: str | None, now: datetime
+    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, reason: str | None, now: datetime
 ) -> Session:
     """Close a session; closing again returns it unchanged, with its first ``closed_at`` and reason.
 
@@ -156,7 +160,7 @@ def close_session(
 
 
 def end_and_continue(
-    uow: UnitOfWork,
+    uow: AbstractUnitOfWork,
     launcher: RunLauncher,
     principal: Principal,
     session_ref: str,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from session_core.db.uow import UnitOfWork
+from session_core.repositories.ports import AbstractUnitOfWork
 
 
-def spend_one_time_token(uow: UnitOfWork, token_hash: str, expires_at: int, now: float) -> bool:
+def spend_one_time_token(uow: AbstractUnitOfWork, token_hash: str, expires_at: int, now: float) -> bool:
     """Record the use of the token with SHA-256 ``token_hash``; True only for its first use.
 
     The database decides (a primary key on the hash), so concurrent uses on any number of workers
