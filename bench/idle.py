@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,19 @@ def shares(total: int, parts: int) -> list[int]:
 
 
 async def idle_subscribers(
-    target: Target, http: aiohttp.ClientSession, name: str, subscribers: int, cfg: Config
+    target: Target,
+    http: aiohttp.ClientSession,
+    name: str,
+    subscribers: int,
+    cfg: Config,
+    phase: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """`subscribers` readers connect and wait; then `idle_appends` records, one fan-out at a time
-    (fewer if `idle_append_seconds` run out: a slow server still gets at least one)."""
+    (fewer if `idle_append_seconds` run out: a slow server still gets at least one). `phase`, if
+    given, is awaited with ``connect`` and ``fanout`` as each phase starts (the profiler's cue)."""
     stream = await target.create_stream(http, name)
+    if phase is not None:
+        await phase("connect")
     raw = target.sse_request(stream)
     children: list[Child] = []
     started = time.perf_counter()
@@ -135,6 +144,8 @@ async def idle_subscribers(
             raise BenchError(f"a reader failed while connecting: {errors[0]}")
         connect_seconds = time.perf_counter() - started
         await asyncio.sleep(cfg.idle_settle_seconds)  # let the server go quiet before the first append
+        if phase is not None:
+            await phase("fanout")
         sent: dict[int, float] = {}
         append_latencies: list[float] = []
         stalls = 0

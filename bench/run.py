@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `tests`
 from bench import machine, report, servers  # noqa: E402
 from bench.cpu import CpuMeter  # noqa: E402
 from bench.idle import idle_subscribers  # noqa: E402
-from bench.profile import Profiler  # noqa: E402
+from bench.profile import Phases, Profiler  # noqa: E402
 from bench.targets import DurableStreamsTarget, SessionsTarget, Target  # noqa: E402
 from bench.workloads import Config, append_latency, catch_up, client, fanout, throughput  # noqa: E402
 from tests.servers import LiveServer  # noqa: E402
@@ -273,12 +273,19 @@ async def measure(
     """Each workload on each target in turn; an error is recorded for its cell and the run goes on."""
     results: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
 
-    async def cell(target: Target, key: str, work: Any) -> Any:
+    def profile_stem(target: Target, key: str) -> Path | None:
+        """Where `target`'s profile of `key` goes, if this run profiles it (ours only)."""
+        if profile_dir is None or not target.name.startswith("sessions"):
+            return None
+        slug = target.name.replace(" ", "").replace("(", "-").replace(")", "")
+        return profile_dir / f"{run_id}-{slug}-{key}"
+
+    async def cell(target: Target, key: str, work: Any, profile: bool = True) -> Any:
         profiler = None
-        if profile_dir is not None and target.name.startswith("sessions"):
-            slug = target.name.replace(" ", "").replace("(", "-").replace(")", "")
+        stem = profile_stem(target, key) if profile else None
+        if stem is not None:
             assert target.pid is not None
-            profiler = Profiler(target.pid, profile_dir / f"{run_id}-{slug}-{key}.txt")
+            profiler = Profiler(target.pid, stem.with_suffix(".txt"))
             await asyncio.sleep(1.0)  # py-spy attaches to every worker before the load starts
         meter = CpuMeter(target.cpu_roots)
         started = time.perf_counter()
@@ -324,8 +331,15 @@ async def measure(
                         continue
                     on = await idle_target(target)
                     if on is not None:
-                        work = idle_subscribers(on, http, stream(target, "idle"), cfg.idle_subscribers, cfg)
-                        await cell(on, "idle", work)
+                        stem = profile_stem(on, "idle")
+                        phases = Phases(on.pid, stem) if stem is not None and on.pid is not None else None
+                        name = stream(target, "idle")
+                        try:
+                            work = idle_subscribers(on, http, name, cfg.idle_subscribers, cfg, phases)
+                            await cell(on, "idle", work, profile=False)
+                        finally:
+                            if phases is not None:
+                                await asyncio.to_thread(phases.stop)
                     if target.name in one_worker:
                         # A fresh server per id form: the readers just reset still hold their live-read
                         # slots in the old one until its next ping finds them gone.
