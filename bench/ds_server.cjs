@@ -1,5 +1,6 @@
-// Start the Durable Streams reference server (@durable-streams/server) with its FILE-backed store.
-// Usage: node ds_server.cjs <dir with node_modules> <data dir> <port>
+// Start the Durable Streams reference server (@durable-streams/server): its FILE-backed store given a
+// data dir, its in-MEMORY store given "-" instead.
+// Usage: node ds_server.cjs <dir with node_modules> <data dir | -> <port>
 // Prints one JSON line {"url": ...} once listening; stops cleanly on SIGTERM/SIGINT.
 "use strict"
 const path = require("node:path")
@@ -12,9 +13,11 @@ const { DurableStreamTestServer } = load("@durable-streams/server")
 const server = new DurableStreamTestServer({
   host: "127.0.0.1",
   port: Number(port),
-  dataDir,
-  // Longer than any benchmark phase, so live SSE reads never cycle mid-measurement.
-  longPollTimeout: 120000,
+  // No dataDir: the package's in-memory store (DurableStreamTestServer's own default).
+  ...(dataDir === "-" ? {} : { dataDir }),
+  // Longer than any benchmark phase (10,000 idle readers take a while to connect), so live SSE
+  // reads never send a keep-alive mid-measurement.
+  longPollTimeout: 600000,
 })
 
 server.start().then(

@@ -1,14 +1,17 @@
 """Sample our server with py-spy while the benchmark runs, and summarize where its time went.
 
 ``python -m bench --profile`` records every gunicorn worker (``--subprocesses``) into collapsed
-stacks (``--format raw``) under bench/results/; ``python -m bench.profile FILE`` prints the functions
-with the most samples, inclusive and self, plus the idle share, so a slow line in the table can be
-traced to code without a flame-graph viewer. py-spy needs ptrace rights (root, or CAP_SYS_PTRACE).
+stacks (``--format raw``) under bench/results/ (the idle-subscribers line in two files, ``-connect``
+while its readers connect and ``-fanout`` while records go out); ``python -m bench.profile FILE``
+prints the functions with the most samples, inclusive and self, plus the idle share, so a slow line
+in the table can be traced to code without a flame-graph viewer. py-spy needs ptrace rights (root,
+or CAP_SYS_PTRACE).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -41,6 +44,26 @@ class Profiler:
                 self.proc.wait()
         self.log.close()
         return self.out
+
+
+class Phases:
+    """One py-spy recording per phase of a workload (``STEM-PHASE.txt``): awaiting ``phases(name)``
+    ends the current phase's recording and starts the next; `stop` ends the last."""
+
+    def __init__(self, pid: int, stem: Path) -> None:
+        self.pid = pid
+        self.stem = stem
+        self.current: Profiler | None = None
+
+    async def __call__(self, name: str) -> None:
+        await asyncio.to_thread(self.stop)
+        self.current = Profiler(self.pid, self.stem.with_name(f"{self.stem.name}-{name}.txt"))
+        await asyncio.sleep(1.0)  # py-spy attaches to every worker before the phase starts
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
 
 
 def load(path: Path) -> list[tuple[list[str], int]]:

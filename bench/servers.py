@@ -4,7 +4,8 @@ Our service and its PostgreSQL come from ``tests/servers.py`` (the same recipes 
 with one difference: the tests run PostgreSQL with ``fsync=off`` for speed, but a benchmark against
 a server that ``fdatasync``s every append must be durable too, so `start_postgres` here starts the
 cluster with ``fsync=on`` unless asked otherwise. The Durable Streams server is the npm package pinned
-in ``tests/e2e/js/package.json``, started by ``ds_server.cjs`` with its file-backed store.
+in ``tests/e2e/js/package.json``, started by ``ds_server.cjs`` with its file-backed store (``fdatasync``
+per append) or its in-memory one (no data directory: the package's default).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ def node_package_version(name: str) -> str:
 
 
 class DurableStreamsServer:
-    """``@durable-streams/server`` in a node subprocess, file-backed, on a free loopback port."""
+    """``@durable-streams/server`` in a node subprocess, on a free loopback port; `store` is
+    ``file`` (a data directory under a temp dir) or ``memory``."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: str = "file") -> None:
+        if store not in ("file", "memory"):
+            raise ValueError(f"store must be file or memory, got {store!r}")
+        self.store = store
         self.base = Path(tempfile.mkdtemp(prefix="bench-ds-"))
         self.port = test_servers.free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +60,8 @@ class DurableStreamsServer:
 
     def start(self) -> DurableStreamsServer:
         ensure_node_modules()
-        command = ["node", str(DS_LAUNCHER), str(JS_DIR), str(self.base / "data"), str(self.port)]
+        data = str(self.base / "data") if self.store == "file" else "-"
+        command = ["node", str(DS_LAUNCHER), str(JS_DIR), data, str(self.port)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -123,12 +129,15 @@ def _run(command: list[str], base: Path) -> None:
         raise test_servers.ServerFailed(f"{' '.join(command)}: {done.returncode}\n{done.stdout}{done.stderr}")
 
 
-def start_sessions(database_url: str, workers: int) -> tuple[test_servers.LiveServer, str]:
-    """Migrate, serve with `workers` gevent workers, and create the ``bench`` environment's key."""
-    server = test_servers.LiveServer(database_url, workers=workers, ready_timeout=60)
+def start_sessions(
+    database_url: str, workers: int, env: dict[str, str] | None = None, slug: str = "bench"
+) -> tuple[test_servers.LiveServer, str]:
+    """Migrate, serve with `workers` gevent workers (`env` added to the server's environment), and
+    create the environment `slug` with its key."""
+    server = test_servers.LiveServer(database_url, workers=workers, env=env, ready_timeout=60)
     server.start()
     try:
-        api_key = server.create_env("bench")["apiKey"]
+        api_key = server.create_env(slug)["apiKey"]
     except BaseException:
         server.close()
         raise

@@ -5,7 +5,8 @@ live SSE read from the start, and read the stream back as JSON. Each `Target` ma
 wire: our Trigger-compatible realtime routes (S2 ``batch`` SSE, ``{"data","id"}`` envelopes) and the
 Durable Streams protocol (PUT/POST/GET with ``offset`` and ``live=sse``, JSON-mode streams so each
 append is one message). Every payload carries its number ``n``, so a subscriber can match a delivery
-to the moment its append started.
+to the moment its append started, and the marker ``@@n@@`` in its padding, which survives any JSON
+escaping, so the raw subscribers of `bench.raw_sse` find it without parsing anything.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
@@ -34,10 +35,31 @@ class BenchError(RuntimeError):
 
 
 def make_payload(n: int, size: int) -> bytes:
-    """A JSON object of about `size` bytes that carries its sequence number `n`."""
-    head = f'{{"n":{n},"pad":"'
+    """A JSON object of about `size` bytes that carries its sequence number `n`, twice: as ``n`` and
+    as the marker ``@@n@@`` that starts its padding."""
+    head = f'{{"n":{n},"pad":"@@{n}@@'
     pad = max(0, size - len(head) - 2)
     return (head + "x" * pad + '"}').encode()
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """An SSE read as bytes to send on a bare TCP connection (``bench.raw_sse``'s subscribers)."""
+
+    host: str
+    port: int
+    request: bytes
+
+
+def raw_get(url: str, headers: dict[str, str]) -> RawRequest:
+    """An HTTP/1.1 GET of `url` with `headers`, as bytes."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return RawRequest(
+        parts.hostname or "127.0.0.1", parts.port or 80, ("\r\n".join(lines) + "\r\n\r\n").encode()
+    )
 
 
 async def _check(response: aiohttp.ClientResponse, what: str, ok: tuple[int, ...]) -> None:
@@ -75,6 +97,10 @@ class Target:
         raise NotImplementedError
 
     async def open_sse(self, http: aiohttp.ClientSession, stream: Stream) -> aiohttp.ClientResponse:
+        raise NotImplementedError
+
+    def sse_request(self, stream: Stream) -> RawRequest:
+        """The same live read as `open_sse`, as raw bytes for `bench.raw_sse`."""
         raise NotImplementedError
 
     def numbers(self, event: Event) -> list[int]:
@@ -131,14 +157,26 @@ class Target:
 
 
 class SessionsTarget(Target):
-    """Our server: ``/realtime/v1/sessions/{externalId}/out`` with a secret key."""
+    """Our server: ``/realtime/v1/sessions/{ref}/out`` with a secret key.
+
+    Every session is created with an ``externalId``; `by_id` addresses it by its ``session_…``
+    friendly id instead, the other form a client may use (and, until issue 12, a slower path).
+    """
 
     name = "sessions"
 
-    def __init__(self, base_url: str, api_key: str, idempotent: bool = False, timeout_seconds: int = 120):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        idempotent: bool = False,
+        timeout_seconds: int = 600,
+        by_id: bool = False,
+    ):
         super().__init__(base_url, idempotent)
         self.auth = {"Authorization": f"Bearer {api_key}"}
         self.timeout_seconds = timeout_seconds
+        self.by_id = by_id
 
     async def create_stream(self, http: aiohttp.ClientSession, name: str) -> Stream:
         body = {
@@ -149,7 +187,9 @@ class SessionsTarget(Target):
         }
         async with http.post(f"{self.base_url}/api/v1/sessions", json=body, headers=self.auth) as response:
             await _check(response, f"create session {name}", (200, 201))
-        read_url = f"{self.base_url}/realtime/v1/sessions/{name}/out"
+            created = await response.json()
+        ref = created["id"] if self.by_id else name
+        read_url = f"{self.base_url}/realtime/v1/sessions/{ref}/out"
         return Stream(name, read_url + "/append", read_url)
 
     async def fill(
@@ -187,14 +227,19 @@ class SessionsTarget(Target):
             await _check(response, "append", (200,))
             await response.read()
 
-    async def open_sse(self, http: aiohttp.ClientSession, stream: Stream) -> aiohttp.ClientResponse:
-        headers = {
+    def _sse_headers(self) -> dict[str, str]:
+        return {
             **self.auth,
             **IDENTITY,
             "Accept": "text/event-stream",
             "Timeout-Seconds": str(self.timeout_seconds),
         }
-        response = await http.get(stream.read_url, headers=headers)
+
+    def sse_request(self, stream: Stream) -> RawRequest:
+        return raw_get(stream.read_url, self._sse_headers())
+
+    async def open_sse(self, http: aiohttp.ClientSession, stream: Stream) -> aiohttp.ClientResponse:
+        response = await http.get(stream.read_url, headers=self._sse_headers())
         if response.status != 200:
             text = (await response.text())[:300]
             response.close()
@@ -258,6 +303,10 @@ class DurableStreamsTarget(Target):
         async with http.post(stream.append_url, data=body, headers=headers) as response:
             await _check(response, "append", (200, 204))
             await response.read()
+
+    def sse_request(self, stream: Stream) -> RawRequest:
+        query = urlencode({"offset": "-1", "live": "sse"})
+        return raw_get(f"{stream.read_url}?{query}", {**self.auth, **IDENTITY, "Accept": "text/event-stream"})
 
     async def open_sse(self, http: aiohttp.ClientSession, stream: Stream) -> aiohttp.ClientResponse:
         response = await http.get(

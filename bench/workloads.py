@@ -46,6 +46,17 @@ class Config:
     catchup_repeats: int = 3
     catchup_seconds: float = 60.0
     warmup_appends: int = 20
+    #: The idle-subscribers line (`bench.idle`): readers on one stream, spread over child processes.
+    idle_subscribers: int = 10_000
+    idle_appends: int = 5
+    idle_processes: int = 3
+    idle_connect_gate: int = 100
+    idle_connect_seconds: float = 180.0
+    idle_settle_seconds: float = 2.0
+    #: A bound on the appending phase: no new fan-out starts after it.
+    idle_append_seconds: float = 30.0
+    #: The most a reader process lives: it exits on its own after this, even if never told to stop.
+    idle_seconds: float = 600.0
 
 
 def client(limit: int = 0) -> aiohttp.ClientSession:
