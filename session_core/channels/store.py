@@ -42,7 +42,7 @@ from session_core.channels.records import (
 )
 from session_core.channels.sqlite_append import append_sqlite
 from session_core.models import ChannelRecord, Io, Session
-from session_core.repositories.sql import SqlSessionRepository, session_from_columns
+from session_core.repositories.sql import SqlSessionRepository, session_from_json
 
 
 class SqlChannelStore(ChannelStore):
@@ -86,7 +86,7 @@ class SqlChannelStore(ChannelStore):
             self._conn, None, appends, now_ms, ttl_ms, guard=(session, io), prepare=self._prepare
         )
         self._announce(row.channel_key, written)
-        return GuardedAppend(None if row.id is None else session_from_columns(row._mapping), acks)
+        return GuardedAppend(None if row.session is None else session_from_json(row.session), acks)
 
     def _find_session(self, environment_id: str, session_ref: str) -> Session | None:
         return SqlSessionRepository(self._conn).get_by_ref(environment_id, session_ref)

@@ -58,6 +58,20 @@ def session_from_columns(values: Mapping[Any, Any]) -> Session:
     return Session(**fields)
 
 
+_TIMESTAMP_COLUMNS = tuple(column.name for column in sessions.c if isinstance(column.type, sa.DateTime))
+
+
+def session_from_json(values: Mapping[str, Any]) -> Session:
+    """The session in PostgreSQL's ``to_jsonb`` of a ``sessions`` row: the same fields as
+    ``session_from_columns``, its timestamps read back from their ISO text."""
+    fields = {name: values[name] for name in SESSION_COLUMNS}
+    for name in _TIMESTAMP_COLUMNS:
+        if fields[name] is not None:
+            fields[name] = datetime.fromisoformat(fields[name])
+    fields["tags"] = list(fields["tags"] or [])
+    return Session(**fields)
+
+
 def _to_session(row: sa.Row[Any]) -> Session:
     return session_from_columns(row._mapping)
 
