@@ -125,7 +125,7 @@ class SessionRun:
     error: JSONValue | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChannelRecord:
     """One record of a channel, in S2's shape: headers are ``[name, value]`` pairs."""
 
