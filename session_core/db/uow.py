@@ -13,19 +13,11 @@ from types import TracebackType
 import sqlalchemy as sa
 
 from session_core.channels.notices import NOTIFY_CHANNEL, poke_notice
-from session_core.channels.port import ChannelStore
 from session_core.channels.records import ReadBatch
 from session_core.channels.store import SqlChannelStore
 from session_core.channels.wakeups import WakeupHub
 from session_core.durable.store import SqlDurableStreams
-from session_core.repositories.ports import (
-    DurableStreamRepository,
-    EnvironmentRepository,
-    LaunchRepository,
-    SessionRepository,
-    SessionRunRepository,
-    SpentTokenRepository,
-)
+from session_core.repositories.ports import AbstractUnitOfWork
 from session_core.repositories.sql import (
     SqlEnvironmentRepository,
     SqlLaunchRepository,
@@ -37,16 +29,8 @@ from session_core.repositories.sql import (
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
-class UnitOfWork:
+class UnitOfWork(AbstractUnitOfWork):
     """The SQL unit of work; ``repositories.memory.MemoryUnitOfWork`` is the unit tests' stand-in."""
-
-    sessions: SessionRepository
-    environments: EnvironmentRepository
-    runs: SessionRunRepository
-    launches: LaunchRepository
-    channels: ChannelStore
-    spent_tokens: SpentTokenRepository
-    ds: DurableStreamRepository
 
     def __init__(
         self,
