@@ -24,7 +24,7 @@ sent whole each time (``Settings.pg_prepare``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -133,7 +133,7 @@ _PREPARED = "sessions_channel_append_prepared"
 _NAME = "sessions_channel_append_v3"
 
 
-def _placeholders(sql: str, render: Any) -> str:
+def _placeholders(sql: str, render: Callable[[int, str, str], str]) -> str:
     """``sql`` with each ``%(name)s`` placeholder replaced by ``render(position, name, type)``."""
     return sql % {name: render(n, name, kind) for n, (name, kind) in enumerate(PARAMETERS, 1)}
 
@@ -220,7 +220,7 @@ def append_postgres(
             },
         ).all()
         row = rows[0]
-        if not row.is_open or row.channel_key is None:
+        if not row.is_open:
             return None, row, None
         found = {r.seen_part: (r.seen_seq, r.seen_at) for r in rows if r.seen_part is not None}
         if found:  # nothing was written: plan again, answering these from the channel

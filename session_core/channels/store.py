@@ -1,4 +1,4 @@
-"""The channel store: the ``ChannelStore`` port and its SQL facade over both backends.
+"""The SQL channel store: a thin ``ChannelStore`` facade over the two appends and the reads.
 
 An append works inside the caller's transaction and never commits; the unit of work commits (or,
 in an autocommitting unit of work on PostgreSQL, the append's one query string is its own
