@@ -9,11 +9,13 @@ thousand readers stalls every delivery for more than half a second. Instead:
   as usual and collect the short-lived cycles;
 - every ``interval_seconds`` (``tick``), one full pass runs over whatever is not frozen (what
   survived since the last tick: cheap), and what survives it is frozen (``gc.freeze``): out of every
-  later pass, since it has just proved itself alive;
+  later pass, since it has just proved itself alive. Its cost is that of the unfrozen objects alive
+  at the tick, so ticks are seconds apart;
 - a frozen object that dies is freed by its reference count, unless it dies in a cycle. Those are
   reclaimed by a deep pass (``gc.unfreeze``, full pass, ``gc.freeze``) once the frozen set has grown
   ``deep_growth`` times since the last deep pass: a pause as long as the automatic pass's, but
-  rare, and the garbage it can leave waiting stays proportional to the live heap.
+  rare, and the garbage it can leave waiting stays proportional to the live heap. Counting the
+  frozen set walks it, so only every ``checks_every`` ticks look.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ _NO_AUTOMATIC_FULL_PASS = 1_000_000_000
 class GcPolicy:
     """Scheduled full passes and freezing (see the module); ``tick`` is one step of it."""
 
-    def __init__(self, deep_growth: float = 2.0, min_deep_objects: int = 100_000) -> None:
+    def __init__(
+        self, deep_growth: float = 2.0, min_deep_objects: int = 100_000, checks_every: int = 12
+    ) -> None:
         self._deep_growth = deep_growth
         self._min_deep_objects = min_deep_objects
+        self._checks_every = checks_every
+        self._ticks = 0
         self._frozen_after_deep_pass = gc.get_freeze_count()
 
     def install(self) -> None:
@@ -46,6 +52,9 @@ class GcPolicy:
         """Collect what is young, freeze what survives; now and then, a deep pass over everything."""
         gc.collect()
         gc.freeze()
+        self._ticks += 1
+        if self._ticks % self._checks_every:
+            return
         frozen = gc.get_freeze_count()
         if frozen >= max(self._min_deep_objects, self._deep_growth * self._frozen_after_deep_pass):
             gc.unfreeze()
@@ -55,7 +64,7 @@ class GcPolicy:
             logger.debug("gc deep pass: %d objects frozen (were %d)", self._frozen_after_deep_pass, frozen)
 
 
-def start_gc_policy(interval_seconds: float = 1.0) -> GcPolicy:
+def start_gc_policy(interval_seconds: float = 5.0) -> GcPolicy:
     """Install the policy and tick it every ``interval_seconds`` on a daemon thread (a greenlet
     under gevent's monkey-patching)."""
     policy = GcPolicy()

@@ -28,7 +28,7 @@ def test_installing_leaves_young_passes_and_stops_automatic_full_ones():
 
 
 def test_a_tick_collects_young_cycles_and_freezes_the_survivors():
-    policy = GcPolicy(min_deep_objects=10**12)
+    policy = GcPolicy(min_deep_objects=10**12, checks_every=1)
     garbage, kept = Node(), Node()
     dead = weakref.ref(garbage)
     del garbage
@@ -39,20 +39,20 @@ def test_a_tick_collects_young_cycles_and_freezes_the_survivors():
 
 
 def test_a_cycle_that_dies_frozen_waits_for_the_deep_pass():
-    policy = GcPolicy(min_deep_objects=10**12)
+    policy = GcPolicy(min_deep_objects=10**12, checks_every=1)
     node = Node()
     dead = weakref.ref(node)
     policy.tick()
     del node
     policy.tick()
     assert dead() is not None  # frozen: no shallow pass sees it
-    GcPolicy(deep_growth=1.0, min_deep_objects=0).tick()  # a deep pass on its first tick
+    GcPolicy(deep_growth=1.0, min_deep_objects=0, checks_every=1).tick()  # a deep pass on its first tick
     assert dead() is None
 
 
 def test_the_deep_pass_comes_once_the_frozen_set_has_grown_enough():
     gc.freeze()
-    policy = GcPolicy(deep_growth=2.0, min_deep_objects=0)
+    policy = GcPolicy(deep_growth=2.0, min_deep_objects=0, checks_every=1)
     node = Node()
     dead = weakref.ref(node)
     policy.tick()
@@ -63,3 +63,13 @@ def test_the_deep_pass_comes_once_the_frozen_set_has_grown_enough():
     policy.tick()  # now it has
     assert dead() is None
     del growth
+
+
+def test_the_frozen_set_is_counted_only_every_few_ticks():
+    policy = GcPolicy(deep_growth=1.0, min_deep_objects=0, checks_every=2)
+    node = Node()
+    dead = weakref.ref(node)
+    policy.tick()
+    del node
+    policy.tick()  # the second tick looks, and the deep pass finds the cycle
+    assert dead() is None
