@@ -243,3 +243,25 @@ def test_a_large_written_batch_goes_out_in_events_of_about_a_mebibyte():
 
     assert batch_seqs([next(events), next(events)]) == [[1, 2, 3], [4, 5]]
     assert channel.reads == [0, 4]
+
+
+def test_readers_at_one_position_share_one_event_and_others_get_their_own_id():
+    shared = ReadBatch([ChannelRecord(5, 1, "a"), ChannelRecord(6, 2, "b")], StreamPosition(7, 2))
+    options = TailOptions(0, 15)
+
+    first = list(tail_events(lambda seq: shared, WakeupHub(), "k", 5, options))
+    second = list(tail_events(lambda seq: shared, WakeupHub(), "k", 5, TailOptions(0, 5)))
+    from_six = list(
+        tail_events(
+            lambda seq: shared if seq == 5 else ReadBatch(shared.records[1:], shared.tail),
+            WakeupHub(),
+            "k",
+            6,
+            options,
+        )
+    )
+
+    assert first[1] is second[1]  # one event text for both
+    assert "id: 7,2," in first[1]
+    assert batch_seqs(from_six) == [[6]]
+    assert "id: 7,1," in from_six[1]
