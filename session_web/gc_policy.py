@@ -5,8 +5,10 @@ greenlet, a socket, a generator and a response each). CPython's automatic full p
 all, and it is triggered by allocation, so it lands in the middle of a fan-out: one pass over ten
 thousand readers stalls every delivery for more than half a second. Instead:
 
-- the automatic full pass is switched off (a very high gen-2 threshold); gen-0 and gen-1 passes run
-  as usual and collect the short-lived cycles;
+- the automatic full pass is switched off (a very high gen-2 threshold); gen-0 and gen-1 passes
+  still collect the short-lived cycles, but a gen-0 pass waits for ``YOUNG_THRESHOLD`` allocations,
+  not 700: a fan-out allocates a wake-up per reader that lives until the readers run, and each
+  pass over young objects also walks the big young containers holding them;
 - every ``interval_seconds`` (``tick``), one full pass runs over whatever is not frozen (what
   survived since the last tick: cheap), and what survives it is frozen (``gc.freeze``): out of every
   later pass, since it has just proved itself alive. Its cost is that of the unfrozen objects alive
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: A gen-2 threshold no worker reaches: full passes run only in ``GcPolicy.tick``.
 _NO_AUTOMATIC_FULL_PASS = 1_000_000_000
+#: Net allocations between two gen-0 passes (CPython's default is 700).
+YOUNG_THRESHOLD = 10_000
 
 
 class GcPolicy:
@@ -44,9 +48,9 @@ class GcPolicy:
         self._frozen_after_deep_pass = gc.get_freeze_count()
 
     def install(self) -> None:
-        """Hand full passes over to ``tick``."""
+        """Space young passes out, and hand full passes over to ``tick``."""
         young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, _NO_AUTOMATIC_FULL_PASS)
+        gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, _NO_AUTOMATIC_FULL_PASS)
 
     def tick(self) -> None:
         """Collect what is young, freeze what survives; now and then, a deep pass over everything."""

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from session_web.gc_policy import GcPolicy
+from session_web.gc_policy import YOUNG_THRESHOLD, GcPolicy
 
 
 class Node:
@@ -20,10 +20,10 @@ def restore_gc() -> Iterator[None]:
     gc.set_threshold(*threshold)
 
 
-def test_installing_leaves_young_passes_and_stops_automatic_full_ones():
-    young, middle, _ = gc.get_threshold()
+def test_installing_spaces_young_passes_out_and_stops_automatic_full_ones():
+    _, middle, _ = gc.get_threshold()
     GcPolicy().install()
-    assert gc.get_threshold()[:2] == (young, middle)
+    assert gc.get_threshold()[:2] == (YOUNG_THRESHOLD, middle)
     assert gc.get_threshold()[2] >= 1_000_000
 
 
