@@ -73,12 +73,12 @@ def event(name: str, data: str, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def ping_event(now_ms: int) -> str:
-    return event("ping", _json({"timestamp": now_ms}))
+def ping_event(now_ms: int) -> bytes:
+    return event("ping", _json({"timestamp": now_ms})).encode()
 
 
-def error_event(message: str) -> str:
-    return event("error", message)
+def error_event(message: str) -> bytes:
+    return event("error", message).encode()
 
 
 #: Each batch's ``batch`` event data and metered bytes, by ``is_base64``. Readers woken by one
@@ -167,8 +167,8 @@ class _Step:
     """What a reader at one position sends from one batch, and where that leaves it."""
 
     records: list[ChannelRecord]
-    #: The ``batch`` event carrying ``records``; None when there are none.
-    text: str | None
+    #: The ``batch`` event carrying ``records``, encoded; None when there are none.
+    text: bytes | None
     next_seq: int
     counted: int
     metered: int
@@ -201,7 +201,7 @@ def _step(batch: ReadBatch, next_seq: int, counted: int, metered: int, options: 
         counted += len(records)
         metered += size
         next_seq = records[-1].seq_num + 1
-        text = event("batch", data, f"{next_seq},{counted},{metered}")
+        text = event("batch", data, f"{next_seq},{counted},{metered}").encode()
     step = _Step(records, text, next_seq, counted, metered, is_done)
     _STEPS[batch] = (position, step)
     return step
@@ -214,8 +214,8 @@ def tail_events(
     start_seq: int,
     options: TailOptions,
     clock: Callable[[], float] = time.monotonic,
-) -> Iterator[str]:
-    """Yield SSE events from ``start_seq`` on, live, until the read is done.
+) -> Iterator[bytes]:
+    """Yield SSE events (UTF-8, as they go on the wire) from ``start_seq`` on, live, until the read is done.
 
     A ping goes out first so the response headers leave at once. Batches follow as records
     arrive; the read ends after ``wait_seconds`` at the tail without a record, when its limits
@@ -256,7 +256,7 @@ def tail_events(
         yield error_event(SHUTDOWN_MESSAGE)
 
 
-def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[str]:
+def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[bytes]:
     """Tail channel ``key``; each read is one short unit of work, shared by readers asking the same."""
     batch_size = s.settings.read_batch_limit
 
@@ -266,6 +266,17 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     return tail_events(fetch, s.hub, key, start_seq, options)
 
 
-def event_stream(events: Iterator[str], headers: dict[str, str] | None = None) -> Response:
+class _EventStreamResponse(Response):
+    """A response whose body is already bytes: handed to the server as it is, not re-encoded event
+    by event (what a fan-out to thousands of readers would pay once per reader and event)."""
+
+    def iter_encoded(self) -> Iterator[bytes]:
+        events: Iterator[bytes] = self.response  # type: ignore[assignment]
+        return events
+
+
+def event_stream(events: Iterator[bytes], headers: dict[str, str] | None = None) -> Response:
     """A streaming ``text/event-stream`` response; every event is written as soon as it is yielded."""
-    return Response(events, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    return _EventStreamResponse(
+        events, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+    )

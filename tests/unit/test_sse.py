@@ -31,14 +31,14 @@ class Channel:
 
 
 def names(events):
-    return [e.split("\n")[0].removeprefix("event: ") for e in events]
+    return [e.decode().split("\n")[0].removeprefix("event: ") for e in events]
 
 
 def batch_seqs(events):
     return [
-        [r["seq_num"] for r in json.loads(e.split("data: ", 1)[1])["records"]]
+        [r["seq_num"] for r in json.loads(e.decode().split("data: ", 1)[1])["records"]]
         for e in events
-        if e.startswith("event: batch")
+        if e.startswith(b"event: batch")
     ]
 
 
@@ -89,8 +89,8 @@ def test_a_read_pings_first_then_drains_in_batches_and_ends_at_the_tail():
 def test_a_batch_carries_the_resume_position_and_the_tail():
     events = list(tail_events(Channel("a").fetch, WakeupHub(), "k", 0, TailOptions(0, 15)))
 
-    assert "id: 1,1,9\n" in events[1]
-    assert json.loads(events[1].split("data: ", 1)[1])["tail"] == {"seq_num": 1, "timestamp": 1000}
+    assert b"id: 1,1,9\n" in events[1]
+    assert json.loads(events[1].decode().split("data: ", 1)[1])["tail"] == {"seq_num": 1, "timestamp": 1000}
 
 
 def test_a_read_resumes_from_its_start():
@@ -262,6 +262,6 @@ def test_readers_at_one_position_share_one_event_and_others_get_their_own_id():
     )
 
     assert first[1] is second[1]  # one event text for both
-    assert "id: 7,2," in first[1]
+    assert b"id: 7,2," in first[1]
     assert batch_seqs(from_six) == [[6]]
-    assert "id: 7,1," in from_six[1]
+    assert b"id: 7,1," in from_six[1]
