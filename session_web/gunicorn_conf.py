@@ -59,7 +59,7 @@ def child_exit(server: Arbiter, worker: Worker) -> None:
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Start this worker's launch dispatcher, and end its live reads as soon as it is told to stop.
+    """Start this worker's launch dispatcher and GC policy; end its live reads as soon as it is told to stop.
 
     SSE responses otherwise stay open until ``graceful_timeout`` and are then cut. Closing the
     wake-up hub ends each one with an ``error`` event (S2's client resumes elsewhere), so the worker
@@ -67,6 +67,7 @@ def post_worker_init(worker: Worker) -> None:
     """
     import gevent
 
+    from session_web.gc_policy import start_gc_policy
     from session_web.services import services
 
     with worker.wsgi.app_context():
@@ -80,3 +81,5 @@ def post_worker_init(worker: Worker) -> None:
         hub.close()
 
     gevent.spawn(close_hub_when_stopping)
+    # Full collections on a schedule, not in the middle of a fan-out (``session_web.gc_policy``).
+    start_gc_policy()

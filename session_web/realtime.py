@@ -209,7 +209,7 @@ def subscribe_to_channel(
     if not is_head:
         s.live_reads.check()  # a full worker refuses before doing any work
     peek = request.headers.get("X-Peek-Settled") == "1" and not is_head
-    live = service.open_live_read(s.read_uow, principal, session_ref, channel_io, peek)
+    live = service.open_live_read(s.read_uow, principal, session_ref, channel_io, peek, s.session_lookups)
     if is_head:
         return "", 200, {"X-Last-Chunk-Index": "0"}
     g.error_style = "text"  # the handler's own errors are plain text, as Trigger.dev answers them

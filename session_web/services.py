@@ -16,7 +16,7 @@ from session_core.channels.wakeups import WakeupHub
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
 from session_core.repositories.ports import SessionLister
-from session_core.services.channels import AppendGroups
+from session_core.services.channels import AppendGroups, SessionLookups
 from session_core.services.runs import RunLauncher
 from session_core.services.tokens import spend_one_time_token
 from session_web.live_reads import LiveReads
@@ -31,6 +31,8 @@ class Services:
     hub: WakeupHub
     #: Live readers of one channel woken together share one read of it.
     reads: SingleFlight[tuple[str, int, int], ReadBatch] = field(default_factory=SingleFlight)
+    #: Live readers naming one session at once share one lookup of it.
+    session_lookups: SessionLookups = field(default_factory=SingleFlight)
     #: Appends to one channel arriving together are written in one transaction.
     appends: AppendGroups = field(default_factory=GroupCommit)
     #: Environments by key and id, remembered so authenticating a request costs no round trip.

@@ -73,12 +73,12 @@ def event(name: str, data: str, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def ping_event(now_ms: int) -> str:
-    return event("ping", _json({"timestamp": now_ms}))
+def ping_event(now_ms: int) -> bytes:
+    return event("ping", _json({"timestamp": now_ms})).encode()
 
 
-def error_event(message: str) -> str:
-    return event("error", message)
+def error_event(message: str) -> bytes:
+    return event("error", message).encode()
 
 
 #: Each batch's ``batch`` event data and metered bytes, by ``is_base64``. Readers woken by one
@@ -152,12 +152,59 @@ def _observe_delivery(records: list[ChannelRecord], opened_ms: int) -> None:
     """Time how long the oldest record appended since the read opened waited for this delivery.
 
     Records from before the read are catch-up, not delivery; timestamps never decrease along a
-    channel, so the first new record is found by bisection.
+    channel, so the first new record is found by bisection (a live reader's first record is new).
     """
     if records[-1].timestamp < opened_ms:
         return
-    first_new = records[bisect.bisect_left(records, opened_ms, key=lambda r: r.timestamp)]
+    first_new = records[0]
+    if first_new.timestamp < opened_ms:
+        first_new = records[bisect.bisect_left(records, opened_ms, key=lambda r: r.timestamp)]
     metrics.observe_delivery((_now_ms() - first_new.timestamp) / 1000)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What a reader at one position sends from one batch, and where that leaves it."""
+
+    records: list[ChannelRecord]
+    #: The ``batch`` event carrying ``records``, encoded; None when there are none.
+    text: bytes | None
+    next_seq: int
+    counted: int
+    metered: int
+    is_done: bool
+
+
+#: Each batch's last step, by the reader's position and options: readers woken together at one
+#: position (the usual fan-out) share one step, event text included. One slot per batch bounds the
+#: memory to one event per batch, whatever mix of positions reads it.
+_STEPS: weakref.WeakKeyDictionary[ReadBatch, tuple[tuple[object, ...], _Step]] = weakref.WeakKeyDictionary()
+
+
+def _step(batch: ReadBatch, next_seq: int, counted: int, metered: int, options: TailOptions) -> _Step:
+    """The step from ``next_seq`` (``counted`` records and ``metered`` bytes sent so far) over
+    ``batch``, read from ``next_seq``: a pure function of its arguments, so worked out once for
+    the readers that share them."""
+    position = (next_seq, counted, metered, options.limits, options.is_base64, options.end_on_close)
+    last = _STEPS.get(batch)
+    if last is not None and last[0] == position:
+        return last[1]
+    records, is_done = clip_records(batch.records, options.limits, counted, metered)
+    if len(records) > within_batch_bytes(batch):
+        records, is_done = records[: within_batch_bytes(batch)], False
+    closed = through_close(records) if options.end_on_close else None
+    if closed is not None:
+        records, is_done = closed, True
+    text = None
+    if records:
+        data, size = _batch_data(batch, records, options.is_base64)
+        counted += len(records)
+        metered += size
+        next_seq = records[-1].seq_num + 1
+        text = event("batch", data, f"{next_seq},{counted},{metered}").encode()
+    step = _Step(records, text, next_seq, counted, metered, is_done)
+    _STEPS[batch] = (position, step)
+    return step
 
 
 def tail_events(
@@ -167,8 +214,8 @@ def tail_events(
     start_seq: int,
     options: TailOptions,
     clock: Callable[[], float] = time.monotonic,
-) -> Iterator[str]:
-    """Yield SSE events from ``start_seq`` on, live, until the read is done.
+) -> Iterator[bytes]:
+    """Yield SSE events (UTF-8, as they go on the wire) from ``start_seq`` on, live, until the read is done.
 
     A ping goes out first so the response headers leave at once. Batches follow as records
     arrive; the read ends after ``wait_seconds`` at the tail without a record, when its limits
@@ -186,24 +233,16 @@ def tail_events(
         idle_until = last_event_at + options.wait_seconds
         while not hub.is_closed:
             batch = subscription.take_written(next_seq) or fetch(next_seq)
-            records, is_done = clip_records(batch.records, options.limits, counted, metered)
-            if len(records) > within_batch_bytes(batch):
-                records, is_done = records[: within_batch_bytes(batch)], False
-            closed = through_close(records) if options.end_on_close else None
-            if closed is not None:
-                records, is_done = closed, True
-            if records:
-                data, size = _batch_data(batch, records, options.is_base64)
-                counted += len(records)
-                metered += size
-                next_seq = records[-1].seq_num + 1
-                yield event("batch", data, f"{next_seq},{counted},{metered}")
-                _observe_delivery(records, opened_ms)
+            step = _step(batch, next_seq, counted, metered, options)
+            if step.text is not None:
+                next_seq, counted, metered = step.next_seq, step.counted, step.metered
+                yield step.text
+                _observe_delivery(step.records, opened_ms)
                 last_event_at = clock()
                 idle_until = last_event_at + options.wait_seconds
-            if is_done:
+            if step.is_done:
                 return
-            if records and next_seq < batch.tail.seq_num:
+            if step.records and next_seq < batch.tail.seq_num:
                 continue  # more records are already waiting
             # At the tail: also skips trimmed records, or clamps a start past the tail.
             next_seq = batch.tail.seq_num
@@ -217,7 +256,7 @@ def tail_events(
         yield error_event(SHUTDOWN_MESSAGE)
 
 
-def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[str]:
+def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> Iterator[bytes]:
     """Tail channel ``key``; each read is one short unit of work, shared by readers asking the same."""
     batch_size = s.settings.read_batch_limit
 
@@ -227,6 +266,17 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     return tail_events(fetch, s.hub, key, start_seq, options)
 
 
-def event_stream(events: Iterator[str], headers: dict[str, str] | None = None) -> Response:
+class _EventStreamResponse(Response):
+    """A response whose body is already bytes: handed to the server as it is, not re-encoded event
+    by event (what a fan-out to thousands of readers would pay once per reader and event)."""
+
+    def iter_encoded(self) -> Iterator[bytes]:
+        events: Iterator[bytes] = self.response  # type: ignore[assignment]
+        return events
+
+
+def event_stream(events: Iterator[bytes], headers: dict[str, str] | None = None) -> Response:
     """A streaming ``text/event-stream`` response; every event is written as soon as it is yielded."""
-    return Response(events, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    return _EventStreamResponse(
+        events, mimetype="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+    )

@@ -15,12 +15,14 @@ greenlets that cost no OS thread.
 
 from __future__ import annotations
 
+import gc
 import logging
 import select
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -97,6 +99,31 @@ class Subscription:
         self._event.set()
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector off while one fan-out runs, as long as it was on.
+
+    Waking ten thousand readers allocates a wake-up per reader that lives until they run: passes
+    started during the loop find nothing to free and still cost a fifth of the fan-out. The
+    objects are counted all the same, so the pass they call for runs right after the loop.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _deliver_to(
+    subscriptions: Iterable[Subscription], tail: int | None, written: ReadBatch | None = None
+) -> None:
+    with _collector_paused():
+        for subscription in subscriptions:
+            subscription._deliver(tail, written)
+
+
 class WakeupHub:
     """Fan tail announcements out to the subscriptions of this process, keyed by channel.
 
@@ -128,21 +155,18 @@ class WakeupHub:
         ``written`` is the batch of records this process appended up to ``tail``, shared by every
         reader that takes it."""
         with self._lock:
-            for subscription in self._subscriptions.get(key, ()):
-                subscription._deliver(tail, written)
+            _deliver_to(self._subscriptions.get(key, ()), tail, written)
 
     def poke(self, key: str) -> None:
         """Make the subscriptions of ``key`` read again, though its tail did not move."""
         with self._lock:
-            for subscription in self._subscriptions.get(key, ()):
-                subscription._deliver(None)
+            _deliver_to(self._subscriptions.get(key, ()), None)
 
     def poke_all(self) -> None:
         """Make every subscription read again: a feed may have missed announcements."""
         with self._lock:
             for subscriptions in self._subscriptions.values():
-                for subscription in subscriptions:
-                    subscription._deliver(None)
+                _deliver_to(subscriptions, None)
 
     def close(self, timeout: float = 5.0) -> None:
         """End live reads now (shutdown), instead of letting them run out their wait; stop the feed."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from session_core.auth import mint_token
+from session_core.channels.flight import SingleFlight
 from session_core.channels.group_commit import GroupCommit
 from session_core.channels.records import (
     Append,
@@ -311,8 +312,18 @@ def _append_after_lookup(
     return _outcomes(len(batch), errors, accepted, acks)
 
 
+#: Session lookups shared by the readers that name one session (environment id, ref) at once:
+#: thousands of readers connecting together cost one query, not one each. A reader that joins a
+#: lookup under way gets its answer from just before it arrived, as ``Services.reads`` does.
+SessionLookups = SingleFlight[tuple[str, str], Session | None]
+
+
 def find_session_for_read(
-    uow: AbstractUnitOfWork, principal: Principal, session_ref: str, not_found: str = "Not found"
+    uow: AbstractUnitOfWork,
+    principal: Principal,
+    session_ref: str,
+    not_found: str = "Not found",
+    lookups: SessionLookups | None = None,
 ) -> Session | None:
     """The session a reader names, checked in loader order: existence, then scopes.
 
@@ -322,8 +333,13 @@ def find_session_for_read(
     :raise NotFound: a friendly id without a session (``not_found`` is the message).
     :raise Forbidden: the token may read none of the session's names.
     """
-    with uow:
-        session = uow.sessions.get_by_ref(principal.environment.id, session_ref)
+    environment_id = principal.environment.id
+
+    def look_up() -> Session | None:
+        with uow:
+            return uow.sessions.get_by_ref(environment_id, session_ref)
+
+    session = look_up() if lookups is None else lookups.do((environment_id, session_ref), look_up)
     if session is None and is_session_friendly_id(session_ref):
         raise NotFound(not_found)
     ids = (
@@ -335,13 +351,19 @@ def find_session_for_read(
     return session
 
 
-def resolve_channel_for_read(uow: AbstractUnitOfWork, principal: Principal, session_ref: str, io: Io) -> str:
+def resolve_channel_for_read(
+    uow: AbstractUnitOfWork,
+    principal: Principal,
+    session_ref: str,
+    io: Io,
+    lookups: SessionLookups | None = None,
+) -> str:
     """Return the store key of the channel a reader asks for (``find_session_for_read``'s checks).
 
     :raise NotFound: a friendly id without a session.
     :raise Forbidden: the token may read none of the session's names.
     """
-    session = find_session_for_read(uow, principal, session_ref)
+    session = find_session_for_read(uow, principal, session_ref, lookups=lookups)
     return channel_key(principal.environment.id, session.addressing_key if session else session_ref, io)
 
 
@@ -405,13 +427,14 @@ def open_live_read(
     session_ref: str,
     io: Io,
     peek_settled: bool,
+    lookups: SessionLookups | None = None,
 ) -> LiveRead:
     """Resolve a live read; with ``peek_settled``, also check whether ``.out`` ended on a turn-complete.
 
     :raise NotFound: a friendly id without a session.
     :raise Forbidden: the token may read none of the session's names.
     """
-    key = resolve_channel_for_read(uow_factory(), principal, session_ref, io)
+    key = resolve_channel_for_read(uow_factory(), principal, session_ref, io, lookups)
     return LiveRead(key, peek_settled and io == "out" and is_settled(uow_factory(), key))
 
 

@@ -31,14 +31,14 @@ class Channel:
 
 
 def names(events):
-    return [e.split("\n")[0].removeprefix("event: ") for e in events]
+    return [e.decode().split("\n")[0].removeprefix("event: ") for e in events]
 
 
 def batch_seqs(events):
     return [
-        [r["seq_num"] for r in json.loads(e.split("data: ", 1)[1])["records"]]
+        [r["seq_num"] for r in json.loads(e.decode().split("data: ", 1)[1])["records"]]
         for e in events
-        if e.startswith("event: batch")
+        if e.startswith(b"event: batch")
     ]
 
 
@@ -89,8 +89,8 @@ def test_a_read_pings_first_then_drains_in_batches_and_ends_at_the_tail():
 def test_a_batch_carries_the_resume_position_and_the_tail():
     events = list(tail_events(Channel("a").fetch, WakeupHub(), "k", 0, TailOptions(0, 15)))
 
-    assert "id: 1,1,9\n" in events[1]
-    assert json.loads(events[1].split("data: ", 1)[1])["tail"] == {"seq_num": 1, "timestamp": 1000}
+    assert b"id: 1,1,9\n" in events[1]
+    assert json.loads(events[1].decode().split("data: ", 1)[1])["tail"] == {"seq_num": 1, "timestamp": 1000}
 
 
 def test_a_read_resumes_from_its_start():
@@ -243,3 +243,25 @@ def test_a_large_written_batch_goes_out_in_events_of_about_a_mebibyte():
 
     assert batch_seqs([next(events), next(events)]) == [[1, 2, 3], [4, 5]]
     assert channel.reads == [0, 4]
+
+
+def test_readers_at_one_position_share_one_event_and_others_get_their_own_id():
+    shared = ReadBatch([ChannelRecord(5, 1, "a"), ChannelRecord(6, 2, "b")], StreamPosition(7, 2))
+    options = TailOptions(0, 15)
+
+    first = list(tail_events(lambda seq: shared, WakeupHub(), "k", 5, options))
+    second = list(tail_events(lambda seq: shared, WakeupHub(), "k", 5, TailOptions(0, 5)))
+    from_six = list(
+        tail_events(
+            lambda seq: shared if seq == 5 else ReadBatch(shared.records[1:], shared.tail),
+            WakeupHub(),
+            "k",
+            6,
+            options,
+        )
+    )
+
+    assert first[1] is second[1]  # one event text for both
+    assert b"id: 7,2," in first[1]
+    assert batch_seqs(from_six) == [[6]]
+    assert b"id: 7,1," in from_six[1]

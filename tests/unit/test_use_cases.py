@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from session_core.channels.flight import SingleFlight
 from session_core.channels.group_commit import GroupCommit
 from session_core.durable import service as durable
 from session_core.durable.rules import ProducerHeaders
@@ -253,3 +254,18 @@ def test_a_durable_stream_is_created_appended_by_a_producer_once_closed_and_read
     assert result.closed_at_tail and uow.woken == [created.stream.key]
     with pytest.raises(durable.StreamClosed):
         durable.append(uow, ENV.id, "events", durable.AppendRequest(b"[3]", "application/json"), 4_000)
+
+
+def test_readers_can_share_one_session_lookup(uow, launcher):
+    session = create(uow, launcher).session
+    asked = []
+
+    class Recording(SingleFlight):
+        def do(self, key, compute):
+            asked.append(key)
+            return super().do(key, compute)
+
+    shared = channels.resolve_channel_for_read(uow, SECRET_KEY, session.friendly_id, "out", Recording())
+
+    assert shared == channels.resolve_channel_for_read(uow, SECRET_KEY, session.friendly_id, "out")
+    assert asked == [(SECRET_KEY.environment.id, session.friendly_id)]

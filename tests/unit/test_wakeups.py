@@ -1,5 +1,6 @@
 """The in-process wake-up hub and the NOTIFY payload: pure, no database."""
 
+import gc
 import threading
 
 from session_core.channels.notices import parse_tail_notice, poke_notice, tail_notice
@@ -100,3 +101,26 @@ def test_a_malformed_notice_is_ignored():
 def test_a_poke_notice_names_its_channel_and_no_tail():
     assert parse_tail_notice(poke_notice("env/ds/a b")) == ("env/ds/a b", None)
     assert parse_tail_notice("* ") is None
+
+
+def test_a_fan_out_holds_the_collector_off_and_turns_it_back_on():
+    hub = WakeupHub()
+    seen = []
+    with hub.subscribe("k") as subscription:
+        subscription._event.set = lambda: seen.append(gc.isenabled())  # type: ignore[method-assign]
+        assert gc.isenabled()
+        hub.publish("k", 1)
+        hub.poke("k")
+    assert seen == [False, False]
+    assert gc.isenabled()
+
+
+def test_a_fan_out_leaves_a_collector_that_was_off_off():
+    hub = WakeupHub()
+    gc.disable()
+    try:
+        with hub.subscribe("k"):
+            hub.publish("k", 1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
