@@ -264,6 +264,8 @@ def test_a_run_token_drives_its_run_and_heartbeats_while_subscribed(
 ):
     created = client.sessions.create(type="chat.agent", task_identifier="agent")
     other = new_session(client)
+    # failed at once: its run's short lease would expire (409 EXPIRED) while this test waits on heartbeats
+    failed = client.runs.fail(client.sessions.retrieve(other).current_run_id, {"message": "no model"})
     beat = client.runs.heartbeat(created.run_id)  # a secret key may heartbeat too; it answers a run token
     assert beat.token is not None
     agent = SessionsClient(server.base_url, beat.token)
@@ -305,7 +307,6 @@ def test_a_run_token_drives_its_run_and_heartbeats_while_subscribed(
         with pytest.raises(RunFinalError):
             agent.runs.heartbeat(created.run_id)
 
-    failed = client.runs.fail(client.sessions.retrieve(other).current_run_id, {"message": "no model"})
     assert refreshed and client.runs.retrieve(created.run_id).status == "COMPLETED"
     assert (done.status, done.output) == ("COMPLETED", {"answer": 42})
     assert len(outcome) == 1 and outcome[0].code == "run_final"
@@ -415,6 +416,8 @@ def test_the_async_client_drives_runs_writes_records_and_ends_at_the_marker(serv
         async with AsyncSessionsClient(server.base_url, key) as client:
             created = await client.sessions.create(type="chat.agent", task_identifier="agent")
             other = await client.sessions.create(type="chat.agent", task_identifier="agent")
+            # failed at once, before its short lease can expire while the heartbeats are awaited
+            failed = await client.runs.fail(other.run_id, "broken")
             beat = await client.runs.heartbeat(created.run_id)
             assert beat.token is not None
             async with AsyncSessionsClient(server.base_url, beat.token) as agent:
@@ -439,7 +442,6 @@ def test_the_async_client_drives_runs_writes_records_and_ends_at_the_marker(serv
                         await client.sessions.close(created.id, reason="async bye")
                 done = await agent.runs.complete(created.run_id, output="ok")
                 retrieved = await agent.runs.retrieve(created.run_id)
-            failed = await client.runs.fail(other.run_id, "broken")
             try:
                 await client.runs.heartbeat(other.run_id)
                 final = None
