@@ -12,7 +12,8 @@ message framing that a proxy in front could read differently (RFC 9112 §6). Thi
 - answers 400, and closes, a header block holding a line that is no header, a ``Content-Length``
   that is not digits or is given twice differently, or one beside ``Transfer-Encoding``;
 - sends a response's head with its first body bytes in one ``send`` (pywsgi makes two): one
-  system call and one TCP segment less for every short answer, such as an append's.
+  system call and one TCP segment less for every short answer, such as an append's;
+- offers each request's connection to a live read's fan-out (``session_web.direct_write``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
 from session_core.config import Settings
+from session_web import direct_write
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -66,6 +68,11 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
         if self._head is not None:
             data, self._head = self._head + data, None
         super()._sendall(data)
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[direct_write.ENVIRON_KEY] = direct_write.DirectWriter(self)
+        return environ
 
     def read_requestline(self) -> str:
         # A timeout is a socket error here: pywsgi then closes the connection quietly.

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from session_web import metrics
+from session_web import direct_write, metrics
 
 logger = logging.getLogger("session_web.access")
 
@@ -73,7 +73,7 @@ class _Exchange:
             "route": route,
             "status": self.status,
             "duration_ms": round(seconds * 1000, 1),
-            "bytes": self.sent,
+            "bytes": self.sent + getattr(self.environ.get(direct_write.ENVIRON_KEY), "sent", 0),
             "request_id": self.request_id,
         }
         logger.info(

@@ -13,10 +13,10 @@ import json
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from session_core.channels.records import ReadBatch, StreamPosition
 from session_core.channels.wakeups import WakeupHub
@@ -24,7 +24,8 @@ from session_core.models import ChannelRecord
 from session_core.s2 import ReadLimits, body_bytes, clip_records, metered_bytes
 from session_core.services.channels import MAX_BATCH_BYTES, read_batch
 from session_core.services.markers import is_session_closed_record
-from session_web import metrics
+from session_web import direct_write, metrics
+from session_web.direct_write import DirectSink
 from session_web.services import Services
 
 #: Headers every SSE response carries: no caching, no proxy buffering, v2 wire for Trigger's client.
@@ -162,7 +163,7 @@ def _observe_delivery(records: list[ChannelRecord], opened_ms: int) -> None:
     metrics.observe_delivery((_now_ms() - first_new.timestamp) / 1000)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Step:
     """What a reader at one position sends from one batch, and where that leaves it."""
 
@@ -173,6 +174,16 @@ class _Step:
     counted: int
     metered: int
     is_done: bool
+    #: ``text`` framed for the wire, by ``chunked``: framed once for every reader it is written to.
+    _framed: dict[bool, bytes] = field(default_factory=dict, compare=False)
+
+    def on_wire(self, chunked: bool) -> bytes:
+        """``text`` as a connection writes it (``direct_write.frame``); only for a step with text."""
+        framed = self._framed.get(chunked)
+        if framed is None:
+            assert self.text is not None
+            framed = self._framed[chunked] = direct_write.frame(self.text, chunked)
+        return framed
 
 
 #: Each batch's last step, by the reader's position and options: readers woken together at one
@@ -214,6 +225,7 @@ def tail_events(
     start_seq: int,
     options: TailOptions,
     clock: Callable[[], float] = time.monotonic,
+    sink: DirectSink | None = None,
 ) -> Iterator[bytes]:
     """Yield SSE events (UTF-8, as they go on the wire) from ``start_seq`` on, live, until the read is done.
 
@@ -224,6 +236,10 @@ def tail_events(
     Starting past the tail starts at the tail (S2's ``clamp``). The subscription is taken before
     the first read and dropped at the end, also when the client goes away and the server closes
     this generator.
+
+    With a ``sink`` (the connection, see ``session_web.direct_write``), records this process appends
+    while the read waits at the tail are written to the connection by the appender's fan-out, and
+    this generator only catches up with where that left it.
     """
     with hub.subscribe(key) as subscription, metrics.open_subscriber():
         opened_ms = _now_ms()
@@ -231,7 +247,37 @@ def tail_events(
         next_seq, counted, metered = start_seq, 0, 0
         last_event_at = clock()
         idle_until = last_event_at + options.wait_seconds
+        is_parked = False  # waiting at ``next_seq``, the tail: the fan-out may write for this read
+        unsent = b""  # the rest of an event the fan-out began to write; the connection's next bytes
+
+        def deliver_directly(batch: ReadBatch) -> bool:
+            nonlocal next_seq, counted, metered, last_event_at, idle_until, unsent
+            assert sink is not None
+            if not is_parked or unsent or batch.records[0].seq_num != next_seq:
+                return False
+            step = _step(batch, next_seq, counted, metered, options)
+            if step.text is None or step.is_done or step.next_seq < batch.tail.seq_num:
+                return False  # a read at its limits or its end, or a batch it takes in parts
+            wire = step.on_wire(sink.chunked)
+            try:
+                sent = sink.try_send(wire)
+            except OSError:
+                return False  # gone: the generator's own next write finds out and ends
+            if not sent:
+                return False
+            next_seq, counted, metered = step.next_seq, step.counted, step.metered
+            last_event_at = clock()
+            idle_until = last_event_at + options.wait_seconds
+            _observe_delivery(step.records, opened_ms)
+            unsent = wire[sent:]
+            return not unsent  # a full socket: wake the generator to send the rest
+
+        if sink is not None:
+            subscription.deliver_directly = deliver_directly
         while not hub.is_closed:
+            if unsent:
+                sink.send_all(unsent)  # type: ignore[union-attr]  # only the fan-out sets ``unsent``
+                unsent = b""
             batch = subscription.take_written(next_seq) or fetch(next_seq)
             step = _step(batch, next_seq, counted, metered, options)
             if step.text is not None:
@@ -249,8 +295,10 @@ def tail_events(
             now = clock()
             if now >= idle_until:
                 return
+            is_parked = True
             woke = subscription.wait(next_seq, min(idle_until, last_event_at + options.ping_seconds) - now)
-            if not woke and clock() >= last_event_at + options.ping_seconds:
+            is_parked = False
+            if not woke and not unsent and clock() >= last_event_at + options.ping_seconds:
                 yield ping_event(_now_ms())
                 last_event_at = clock()
         yield error_event(SHUTDOWN_MESSAGE)
@@ -263,7 +311,8 @@ def live_events(s: Services, key: str, start_seq: int, options: TailOptions) -> 
     def fetch(seq: int) -> ReadBatch:
         return s.reads.do((key, seq, batch_size), lambda: read_batch(s.read_uow(), key, seq, batch_size))
 
-    return tail_events(fetch, s.hub, key, start_seq, options)
+    sink = request.environ.get(direct_write.ENVIRON_KEY)
+    return tail_events(fetch, s.hub, key, start_seq, options, sink=sink)
 
 
 class _EventStreamResponse(Response):

@@ -44,8 +44,14 @@ class Subscription:
 
     def __init__(self, hub: WakeupHub, key: str) -> None:
         self.key = key
+        #: Set by a reader that can take records without waking: called with the records this
+        #: process appended up to a new tail, it returns True when it delivered them itself.
+        self.deliver_directly: Callable[[ReadBatch], bool] | None = None
         self._hub = hub
         self._known_tail = -1
+        #: The tail ``deliver_directly`` took the reader to while it waited (a NOTIFY of the same
+        #: append that came first then wakes nobody).
+        self._delivered_tail = -1
         self._is_poked = False
         self._written: ReadBatch | None = None
         self._event = threading.Event()
@@ -60,7 +66,8 @@ class Subscription:
         self._hub._remove(self)
 
     def wait(self, tail: int, timeout: float) -> bool:
-        """Wait until the channel is known to end past ``tail`` (the tail the caller last read).
+        """Wait until the channel is known to end past ``tail`` (the tail the caller last read, or
+        the one ``deliver_directly`` took it to since).
 
         Return True when the caller should read again: new records, a feed that reconnected and may
         have missed some, or the hub closing (check ``WakeupHub.is_closed``). Return False when
@@ -69,7 +76,7 @@ class Subscription:
         deadline = time.monotonic() + timeout
         while True:
             self._event.clear()
-            if self._is_poked or self._known_tail > tail or self._hub.is_closed:
+            if self._is_poked or self._known_tail > max(tail, self._delivered_tail) or self._hub.is_closed:
                 self._is_poked = False
                 return True
             remaining = deadline - time.monotonic()
@@ -89,6 +96,9 @@ class Subscription:
         """Record a new tail, or with None a poke, and the records written up to the tail if this
         process appended them; only the hub calls this, under its lock."""
         if written is not None and tail is not None and tail >= self._known_tail:
+            if self.deliver_directly is not None and self.deliver_directly(written):
+                self._known_tail = self._delivered_tail = tail
+                return
             self._written = written  # also when a NOTIFY of the same append announced its tail first
         if tail is None:
             self._is_poked = True

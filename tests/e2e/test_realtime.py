@@ -3,9 +3,12 @@
 Nothing is timed: live reads are bounded by ``Timeout-Seconds`` and generous client timeouts.
 """
 
+import http.client
 import json
+import socket
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -462,3 +465,58 @@ def test_closing_a_session_ends_every_live_reader_after_the_marker(api):
         assert last["headers"] == [["trigger-control", "session-closed"], ["session-closed-reason", "done"]]
         assert "body" not in last
         assert results[io].events[-1].name == "batch"  # the stream ended right after the marker
+
+
+class RawReader:
+    """A live read over a raw connection, started at the tail; with a ``receive_buffer``, a small
+    receive window: while it reads nothing, the server's writes to it soon find its socket full."""
+
+    def __init__(self, url: str, headers: dict, receive_buffer: int | None = None) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        self.connection.sock = socket.create_connection((parsed.hostname, parsed.port))
+        if receive_buffer is not None:
+            self.connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.connection.request("GET", parsed.path, headers={"Accept": "text/event-stream", **headers})
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200
+        assert self.response.readline().startswith(b"event: ping")  # at the tail, waiting
+        self.records: list[dict] = []
+
+    def read_records(self, count: int) -> list[dict]:
+        for _ in range(100_000):
+            line = self.response.readline()
+            assert line, f"the stream ended after {len(self.records)} of {count} records"
+            if line.startswith(b'data: {"records"'):
+                self.records += json.loads(line[6:])["records"]
+                if len(self.records) >= count:
+                    break
+        self.connection.close()
+        return self.records
+
+
+BATCHES = 10
+
+
+def test_a_reader_whose_connection_is_full_still_gets_every_record_once_in_order(tmp_path):
+    """One worker, so each append is fanned out by the process that holds the readers and written
+    straight to their connections: a connection that takes only part of a batch gets the rest from
+    its own reader, before anything else."""
+    total = BATCHES * 900
+    with LiveServer(f"sqlite:///{tmp_path}/sessions.db", workers=1) as live:
+        api = Api(live.base_url, live.create_env("stalled")["apiKey"])
+        ref = api.create()["id"]
+        url, auth = grant(api, ref)
+        headers = {**api.auth, "Timeout-Seconds": "60"}
+        stalled = RawReader(api.channel(ref, "out"), headers, receive_buffer=65536)
+        flowing = RawReader(api.channel(ref, "out"), headers)
+        reader = threading.Thread(target=flowing.read_records, args=(total,))
+        reader.start()
+        for batch in range(BATCHES):  # more than a socket's largest send buffer (4 MiB by default)
+            body = {"records": [{"body": json.dumps({"data": f"{batch:01000}"})} for _ in range(900)]}
+            assert api.http.post(url, json=body, headers=auth, timeout=30).status_code == 200
+        reader.join(60)
+        stalled.read_records(total)
+
+    assert [r["seq_num"] for r in stalled.records] == list(range(total))
+    assert [r["seq_num"] for r in flowing.records] == list(range(total))

@@ -1,9 +1,10 @@
 """SSE frames and the live-tail generator, driven by an in-memory channel: no I/O, no sleeps."""
 
 import json
+import threading
 
 from session_core.channels.records import ReadBatch, StreamPosition
-from session_core.channels.wakeups import WakeupHub
+from session_core.channels.wakeups import Subscription, WakeupHub
 from session_core.models import ChannelRecord
 from session_core.s2 import ReadLimits, clip_records, metered_bytes
 from session_web import sse
@@ -265,3 +266,100 @@ def test_readers_at_one_position_share_one_event_and_others_get_their_own_id():
     assert b"id: 7,2," in first[1]
     assert batch_seqs(from_six) == [[6]]
     assert b"id: 7,1," in from_six[1]
+
+
+class Sink:
+    """A connection that takes at most ``room`` bytes without waiting (None: all), or raises ``error``."""
+
+    def __init__(self, room=None, error=None, chunked=True):
+        self.room, self.error, self.chunked = room, error, chunked
+        self.wire = b""
+        self.sent = 0
+
+    def try_send(self, data):
+        if self.error is not None:
+            raise self.error
+        taken = data if self.room is None else data[: self.room]
+        self.wire += taken
+        self.sent += len(taken)
+        return len(taken)
+
+    def send_all(self, data):
+        self.wire += data
+        self.sent += len(data)
+
+
+def read_while_parked(monkeypatch, sink, publish, wakes=False):
+    """Run a live read of a one-record channel on a thread; once it waits at the tail, ``publish``,
+    let it wait again if the append ``wakes`` it, then close the hub. Return the generator's events."""
+    channel, hub = Channel("a"), WakeupHub()
+    parked = threading.Event()
+    wait = Subscription.wait
+
+    def signalling_wait(self, tail, timeout):
+        parked.set()
+        return wait(self, tail, timeout)
+
+    monkeypatch.setattr(Subscription, "wait", signalling_wait)
+    events = []
+    reader = threading.Thread(
+        target=lambda: events.extend(tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15), sink=sink))
+    )
+    reader.start()
+    assert parked.wait(10)
+    parked.clear()
+    publish(channel, hub)
+    assert parked.wait(10) if wakes else not parked.is_set()
+    hub.close()
+    reader.join(10)
+    assert not reader.is_alive()
+    return events
+
+
+def append_b(channel, hub):
+    channel.add("b")
+    hub.publish("k", channel.next_seq, written_batch(channel))
+
+
+def unchunk(wire):
+    """The one HTTP/1.1 chunk ``wire`` holds, checked and unwrapped."""
+    size, rest = wire.split(b"\r\n", 1)
+    assert rest.endswith(b"\r\n") and int(size, 16) == len(rest) - 2
+    return rest[:-2]
+
+
+def test_a_reader_waiting_at_the_tail_gets_this_process_appends_written_to_its_connection(monkeypatch):
+    sink = Sink()
+
+    events = read_while_parked(monkeypatch, sink, append_b)
+
+    assert names(events) == ["ping", "batch", "error"] and batch_seqs(events) == [[0]]
+    delivered = unchunk(sink.wire)
+    assert delivered.startswith(b"event: batch\nid: 2,2,") and batch_seqs([delivered]) == [[1]]
+
+
+def test_an_event_a_full_connection_took_in_part_is_finished_by_the_reader_before_anything_else(
+    monkeypatch,
+):
+    whole, part = Sink(), Sink(room=10)
+    read_while_parked(monkeypatch, whole, append_b)
+
+    events = read_while_parked(monkeypatch, part, append_b, wakes=True)
+
+    assert part.wire == whole.wire and batch_seqs([unchunk(part.wire)]) == [[1]]
+    assert batch_seqs(events) == [[0]]  # the generator sent nothing of it again
+
+
+def test_a_connection_that_takes_nothing_or_is_gone_leaves_the_records_to_the_reader(monkeypatch):
+    for sink in (Sink(room=0), Sink(error=BrokenPipeError())):
+        events = read_while_parked(monkeypatch, sink, append_b, wakes=True)
+
+        assert sink.wire == b"" and batch_seqs(events) == [[0], [1]]
+
+
+def test_an_http_1_0_connection_gets_the_event_unframed(monkeypatch):
+    sink = Sink(chunked=False)
+
+    read_while_parked(monkeypatch, sink, append_b)
+
+    assert sink.wire.startswith(b"event: batch\nid: 2,2,") and batch_seqs([sink.wire]) == [[1]]
