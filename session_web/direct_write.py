@@ -10,6 +10,7 @@ worker offers this (``Handler.get_environ``); elsewhere readers take the ordinar
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Protocol
 
 #: The WSGI environ key under which a connection offers its ``DirectSink``.
@@ -45,26 +46,37 @@ def frame(data: bytes, chunked: bool) -> bytes:
 
 
 class DirectWriter:
-    """The ``DirectSink`` of a request on gevent's pywsgi handler (``session_web.gunicorn_worker``)."""
+    """The ``DirectSink`` of a request on gevent's pywsgi handler (``session_web.gunicorn_worker``),
+    on a plain socket: a TLS socket's ``send`` waits whatever timeout it is given.
+
+    It holds its handler weakly: the handler holds the environ that holds this writer, and a cycle
+    would outlive the connection until a full garbage collection.
+    """
 
     __slots__ = ("_handler", "sent")
 
     def __init__(self, handler: Any) -> None:
-        self._handler = handler
+        self._handler = weakref.ref(handler)
         self.sent = 0
+
+    def _connection(self) -> Any:
+        handler = self._handler()
+        if handler is None:
+            raise ConnectionError("the connection is closed")
+        return handler
 
     @property
     def chunked(self) -> bool:
-        return bool(self._handler.response_use_chunked)
+        return bool(self._connection().response_use_chunked)
 
     def try_send(self, data: bytes) -> int:
         try:
-            sent: int = self._handler.socket.send(data, 0, timeout=0.0)  # gevent: raise, do not wait
+            sent: int = self._connection().socket.send(data, 0, timeout=0.0)  # gevent: raise, no wait
         except BlockingIOError:
             return 0
         self.sent += sent
         return sent
 
     def send_all(self, data: bytes) -> None:
-        self._handler._sendall(data)
+        self._connection()._sendall(data)
         self.sent += len(data)

@@ -22,6 +22,7 @@ import os
 import re
 from typing import Any
 
+from gevent.ssl import SSLSocket
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
 from session_core.config import Settings
@@ -71,7 +72,8 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
-        environ[direct_write.ENVIRON_KEY] = direct_write.DirectWriter(self)
+        if not isinstance(self.socket, SSLSocket):  # its send waits whatever the timeout says
+            environ[direct_write.ENVIRON_KEY] = direct_write.DirectWriter(self)
         return environ
 
     def read_requestline(self) -> str:

@@ -258,8 +258,8 @@ def tail_events(
             step = _step(batch, next_seq, counted, metered, options)
             if step.text is None or step.is_done or step.next_seq < batch.tail.seq_num:
                 return False  # a read at its limits or its end, or a batch it takes in parts
-            wire = step.on_wire(sink.chunked)
             try:
+                wire = step.on_wire(sink.chunked)
                 sent = sink.try_send(wire)
             except OSError:
                 return False  # gone: the generator's own next write finds out and ends
@@ -272,12 +272,17 @@ def tail_events(
             unsent = wire[sent:]
             return not unsent  # a full socket: wake the generator to send the rest
 
-        if sink is not None:
-            subscription.deliver_directly = deliver_directly
-        while not hub.is_closed:
+        def finish_unsent() -> None:
+            """Send the rest of an event the fan-out began: nothing else may go out before it."""
+            nonlocal unsent
             if unsent:
                 sink.send_all(unsent)  # type: ignore[union-attr]  # only the fan-out sets ``unsent``
                 unsent = b""
+
+        if sink is not None:
+            subscription.deliver_directly = deliver_directly
+        while not hub.is_closed:
+            finish_unsent()
             batch = subscription.take_written(next_seq) or fetch(next_seq)
             step = _step(batch, next_seq, counted, metered, options)
             if step.text is not None:
@@ -301,6 +306,7 @@ def tail_events(
             if not woke and not unsent and clock() >= last_event_at + options.ping_seconds:
                 yield ping_event(_now_ms())
                 last_event_at = clock()
+        finish_unsent()
         yield error_event(SHUTDOWN_MESSAGE)
 
 

@@ -92,11 +92,21 @@ class Subscription:
             return None
         return written if written.tail.seq_num >= self._known_tail else None
 
+    def _delivered_directly(self, written: ReadBatch) -> bool:
+        """Whether ``deliver_directly`` took ``written``; one that fails leaves it to the reader,
+        as it runs after the append committed, which must still be answered as written."""
+        assert self.deliver_directly is not None
+        try:
+            return self.deliver_directly(written)
+        except Exception:
+            logger.exception("a direct delivery failed; the reader reads the records itself")
+            return False
+
     def _deliver(self, tail: int | None, written: ReadBatch | None = None) -> None:
         """Record a new tail, or with None a poke, and the records written up to the tail if this
         process appended them; only the hub calls this, under its lock."""
         if written is not None and tail is not None and tail >= self._known_tail:
-            if self.deliver_directly is not None and self.deliver_directly(written):
+            if self.deliver_directly is not None and self._delivered_directly(written):
                 self._known_tail = self._delivered_tail = tail
                 return
             self._written = written  # also when a NOTIFY of the same append announced its tail first

@@ -518,5 +518,6 @@ def test_a_reader_whose_connection_is_full_still_gets_every_record_once_in_order
         reader.join(60)
         stalled.read_records(total)
 
+    assert not reader.is_alive()
     assert [r["seq_num"] for r in stalled.records] == list(range(total))
     assert [r["seq_num"] for r in flowing.records] == list(range(total))

@@ -363,3 +363,37 @@ def test_an_http_1_0_connection_gets_the_event_unframed(monkeypatch):
     read_while_parked(monkeypatch, sink, append_b)
 
     assert sink.wire.startswith(b"event: batch\nid: 2,2,") and batch_seqs([sink.wire]) == [[1]]
+
+
+def test_the_rest_of_an_event_goes_out_before_the_shutdown_event(monkeypatch):
+    """The hub closes after a fan-out took part of an event and before its reader ran again."""
+    channel, hub, sink = Channel("a"), WakeupHub(), Sink(room=10)
+    parked, resume = threading.Event(), threading.Event()
+    wait = Subscription.wait
+
+    def wait_then_hold(self, tail, timeout):
+        parked.set()
+        woke = wait(self, tail, timeout)
+        assert resume.wait(10)
+        return woke
+
+    monkeypatch.setattr(Subscription, "wait", wait_then_hold)
+    events = []
+    reader = threading.Thread(
+        target=lambda: events.extend(tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15), sink=sink))
+    )
+    reader.start()
+    assert parked.wait(10)
+    append_b(channel, hub)
+    hub.close()
+    resume.set()
+    reader.join(10)
+
+    assert not reader.is_alive() and names(events) == ["ping", "batch", "error"]
+    assert batch_seqs([unchunk(sink.wire)]) == [[1]]  # whole, and before the error event was yielded
+
+
+def test_a_failing_direct_delivery_leaves_the_records_to_the_reader(monkeypatch):
+    events = read_while_parked(monkeypatch, Sink(error=RuntimeError("a bug")), append_b, wakes=True)
+
+    assert batch_seqs(events) == [[0], [1]]
