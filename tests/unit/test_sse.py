@@ -289,16 +289,20 @@ class Sink:
         self.sent += len(data)
 
 
-def read_while_parked(monkeypatch, sink, publish, wakes=False):
+def read_while_parked(monkeypatch, sink, publish, wakes=False, close_at_once=False):
     """Run a live read of a one-record channel on a thread; once it waits at the tail, ``publish``,
-    let it wait again if the append ``wakes`` it, then close the hub. Return the generator's events."""
+    let it wait again if the append ``wakes`` it, then close the hub. Return the generator's events.
+
+    With ``close_at_once`` the hub closes right after ``publish``, before the reader runs again."""
     channel, hub = Channel("a"), WakeupHub()
-    parked = threading.Event()
+    parked, resume = threading.Event(), threading.Event()
     wait = Subscription.wait
 
     def signalling_wait(self, tail, timeout):
         parked.set()
-        return wait(self, tail, timeout)
+        woke = wait(self, tail, timeout)
+        assert resume.wait(10)
+        return woke
 
     monkeypatch.setattr(Subscription, "wait", signalling_wait)
     events = []
@@ -309,8 +313,11 @@ def read_while_parked(monkeypatch, sink, publish, wakes=False):
     assert parked.wait(10)
     parked.clear()
     publish(channel, hub)
-    assert parked.wait(10) if wakes else not parked.is_set()
+    if not close_at_once:
+        resume.set()
+        assert parked.wait(10) if wakes else not parked.is_set()
     hub.close()
+    resume.set()
     reader.join(10)
     assert not reader.is_alive()
     return events
@@ -367,29 +374,11 @@ def test_an_http_1_0_connection_gets_the_event_unframed(monkeypatch):
 
 def test_the_rest_of_an_event_goes_out_before_the_shutdown_event(monkeypatch):
     """The hub closes after a fan-out took part of an event and before its reader ran again."""
-    channel, hub, sink = Channel("a"), WakeupHub(), Sink(room=10)
-    parked, resume = threading.Event(), threading.Event()
-    wait = Subscription.wait
+    sink = Sink(room=10)
 
-    def wait_then_hold(self, tail, timeout):
-        parked.set()
-        woke = wait(self, tail, timeout)
-        assert resume.wait(10)
-        return woke
+    events = read_while_parked(monkeypatch, sink, append_b, close_at_once=True)
 
-    monkeypatch.setattr(Subscription, "wait", wait_then_hold)
-    events = []
-    reader = threading.Thread(
-        target=lambda: events.extend(tail_events(channel.fetch, hub, "k", 0, TailOptions(60, 15), sink=sink))
-    )
-    reader.start()
-    assert parked.wait(10)
-    append_b(channel, hub)
-    hub.close()
-    resume.set()
-    reader.join(10)
-
-    assert not reader.is_alive() and names(events) == ["ping", "batch", "error"]
+    assert names(events) == ["ping", "batch", "error"]
     assert batch_seqs([unchunk(sink.wire)]) == [[1]]  # whole, and before the error event was yielded
 
 
