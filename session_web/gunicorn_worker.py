@@ -70,6 +70,9 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
             data, self._head = self._head + data, None
         super()._sendall(data)
 
+    def log_request(self) -> None:
+        """Nothing: ``session_web.request_log`` writes the access line (gunicorn's is off)."""
+
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
         if not isinstance(self.socket, SSLSocket):  # its send waits whatever the timeout says
