@@ -218,7 +218,7 @@ def _append(svc: Services, environment_id: str, path: str) -> Response:
     if body and not content_type:
         raise BadRequest("Content-Type header is required")
     append = AppendRequest(body, content_type, _flag("Stream-Closed"), headers.get("Stream-Seq"), producer)
-    outcome = service.append(svc.uow(), environment_id, path, append, _now_ms())
+    outcome = service.append(svc.uow(), environment_id, path, append, _now_ms(), svc.ds_appends)
     return _appended(append, outcome)
 
 

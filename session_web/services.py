@@ -15,6 +15,7 @@ from session_core.channels.records import ReadBatch
 from session_core.channels.wakeups import WakeupHub
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
+from session_core.durable.service import DsAppendGroups
 from session_core.repositories.ports import SessionLister
 from session_core.services.channels import AppendGroups, SessionLookups
 from session_core.services.runs import RunLauncher
@@ -35,6 +36,8 @@ class Services:
     session_lookups: SessionLookups = field(default_factory=SingleFlight)
     #: Appends to one channel arriving together are written in one transaction.
     appends: AppendGroups = field(default_factory=GroupCommit)
+    #: Appends to one Durable Stream arriving together are written in one transaction.
+    ds_appends: DsAppendGroups = field(default_factory=GroupCommit)
     #: Environments by key and id, remembered so authenticating a request costs no round trip.
     environments: CachedEnvironments = field(init=False)
     #: The live reads (SSE) this worker holds, admitted up to ``settings.max_live_reads``.

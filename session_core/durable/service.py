@@ -13,7 +13,8 @@ import json
 import secrets
 from dataclasses import dataclass, replace
 
-from session_core.channels.records import NewRecord
+from session_core.channels.group_commit import GroupCommit
+from session_core.channels.records import Append, NewRecord
 from session_core.durable.rules import (
     DEFAULT_CONTENT_TYPE,
     DsStream,
@@ -295,10 +296,24 @@ def _sub_offset_prefix(uow: AbstractUnitOfWork, source: DsStream, fork_seq: int,
     return base64.b64encode(data[:sub_offset]).decode()
 
 
+#: Appends to one stream (environment id, path) that arrive while one is written join the next
+#: write; each item is a request and when it arrived (epoch ms).
+DsAppendGroups = GroupCommit[tuple[str, str], tuple[AppendRequest, int], Appended]
+
+
 def append(
-    uow: AbstractUnitOfWork, environment_id: str, path: str, request: AppendRequest, now_ms: int
+    uow: AbstractUnitOfWork,
+    environment_id: str,
+    path: str,
+    request: AppendRequest,
+    now_ms: int,
+    groups: DsAppendGroups,
 ) -> Appended:
     """Append (and/or close) as one transaction: the records, ``Stream-Seq``, the producer's state.
+
+    Appends to the same stream arriving while one is being written are written together, in one
+    transaction under one lock of the stream's row (``GroupCommit``): each is judged in arrival
+    order as if it ran alone, and gets its own outcome or error.
 
     :raise NotFound, StreamGone: no such stream, or a soft-deleted one.
     :raise StreamClosed: the stream is closed (a retry of the closing producer append is not).
@@ -307,22 +322,96 @@ def append(
     """
     if not request.body and not request.close:
         raise BadRequest("Empty body")
+
+    def run(batch: list[tuple[AppendRequest, int]]) -> list[Appended | SessionsError]:
+        return append_batch(uow, environment_id, path, batch)
+
+    return groups.submit((environment_id, path), (request, now_ms), run, size=len(request.body))
+
+
+class _Writes:
+    """The records of a batch's appends, held back to be written together in one round trip:
+    when an append needs the stream's tail, and once the batch is judged."""
+
+    def __init__(self, uow: AbstractUnitOfWork, key: str, now_ms: int) -> None:
+        self._uow = uow
+        self._key = key
+        self._now_ms = now_ms
+        self._held: list[Append] = []
+        #: Where each append's records end once written (the stream's tail after it), by index.
+        self._ends: list[int] = []
+        self._tail: int | None = None
+
+    def add(self, records: list[NewRecord]) -> int:
+        """Hold ``records`` back; returns the index ``end`` takes once they are written."""
+        self._held.append(Append(records))
+        return len(self._ends) + len(self._held) - 1
+
+    def tail(self) -> int:
+        """The stream's tail after every append so far."""
+        self.flush()
+        if self._tail is None:
+            self._tail = self._uow.channels.tail(self._key).seq_num
+        return self._tail
+
+    def end(self, index: int) -> int:
+        return self._ends[index]
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        acks = self._uow.channels.append_group(self._key, self._held, now_ms=self._now_ms)
+        self._ends.extend(ack.end.seq_num for ack in acks)
+        self._tail = acks[-1].tail.seq_num
+        self._held = []
+
+
+def append_batch(
+    uow: AbstractUnitOfWork, environment_id: str, path: str, batch: list[tuple[AppendRequest, int]]
+) -> list[Appended | SessionsError]:
+    """Judge a batch of appends to one stream in arrival order and write it; one outcome each."""
+    now_ms = max(arrived for _, arrived in batch)
     with uow:
-        stream = _existing(uow, environment_id, path, now_ms, lock=True)
-        outcome = _append(uow, stream, request, now_ms)
+        stream = original = _existing(uow, environment_id, path, now_ms, lock=True)
+        writes = _Writes(uow, stream.key, now_ms)
+        judged: list[tuple[Appended, int | None] | SessionsError] = []
+        for request, _ in batch:
+            try:
+                stream, outcome, written = _append(uow, stream, request, now_ms, writes)
+            except SessionsError as error:
+                judged.append(error)
+            else:
+                judged.append((outcome, written))
+        writes.flush()
+        if stream != original:
+            uow.ds.save(stream)
         uow.commit()
-    return outcome
+    return [_written(item, writes) for item in judged]
 
 
-def _append(uow: AbstractUnitOfWork, stream: DsStream, request: AppendRequest, now_ms: int) -> Appended:
+def _written(
+    judged: tuple[Appended, int | None] | SessionsError, writes: _Writes
+) -> Appended | SessionsError:
+    """An append's outcome once its batch is written: its tail is where its records ended."""
+    if isinstance(judged, SessionsError):
+        return judged
+    outcome, written = judged
+    return outcome if written is None else replace(outcome, tail=writes.end(written))
+
+
+def _append(
+    uow: AbstractUnitOfWork, stream: DsStream, request: AppendRequest, now_ms: int, writes: _Writes
+) -> tuple[DsStream, Appended, int | None]:
+    """One append of a batch: the stream as it leaves it, its outcome, and the index of its held
+    records in ``writes`` (their end is its tail) if it has any."""
     producer = request.producer
     if stream.closed:
-        tail = uow.channels.tail(stream.key).seq_num
+        tail = writes.tail()
         if producer is not None and producer == stream.closed_by:
-            return Appended(tail, True, ProducerVerdict("duplicate", last_seq=producer.seq))
+            return stream, Appended(tail, True, ProducerVerdict("duplicate", last_seq=producer.seq)), None
         if not request.body and producer is None:
             uow.ds.touch(stream, now_ms)
-            return Appended(tail, True)
+            return stream, Appended(tail, True), None
         raise StreamClosed(tail)
     if request.body and normalize_content_type(request.content_type) != normalize_content_type(
         stream.content_type
@@ -332,17 +421,14 @@ def _append(uow: AbstractUnitOfWork, stream: DsStream, request: AppendRequest, n
     if producer is not None:
         verdict = judge_producer(uow.ds.producer(stream.id, producer.producer_id), producer)
         if verdict.status != "accepted":
-            return Appended(uow.channels.tail(stream.key).seq_num, False, verdict)
+            return stream, Appended(writes.tail(), False, verdict), None
     updated = stream
     if request.body and request.stream_seq is not None:
         if stream.stream_seq is not None and request.stream_seq <= stream.stream_seq:
             raise Conflict("Stream-Seq must be greater than the last one")
         updated = replace(updated, stream_seq=request.stream_seq)
-    if request.body:
-        records = [NewRecord(body) for body in record_body(stream.content_type, request.body)]
-        tail = uow.channels.append(stream.key, records, now_ms=now_ms).tail.seq_num
-    else:
-        tail = uow.channels.tail(stream.key).seq_num
+    records = [NewRecord(body) for body in record_body(stream.content_type, request.body)]
+    written = writes.add(records) if records else None
     if producer is not None and verdict is not None and verdict.state is not None:
         uow.ds.save_producer(stream.id, producer.producer_id, verdict.state, now_ms)
     if request.close:
@@ -350,9 +436,8 @@ def _append(uow: AbstractUnitOfWork, stream: DsStream, request: AppendRequest, n
         uow.wake_readers(stream.key)
     if updated.ttl_seconds is not None:
         updated = replace(updated, last_access_ms=max(now_ms, updated.last_access_ms))
-    if updated != stream:
-        uow.ds.save(updated)
-    return Appended(tail, updated.closed, verdict)
+    tail = -1 if written is not None else writes.tail()
+    return updated, Appended(tail, updated.closed, verdict), written
 
 
 def head(

@@ -6,6 +6,7 @@ database, no sockets, no clock.
 hold both to the same contract.
 """
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -244,8 +245,8 @@ def test_a_durable_stream_is_created_appended_by_a_producer_once_closed_and_read
 
     created = durable.create_stream(uow, ENV.id, "events", spec, 1_000)
     again = durable.create_stream(uow, ENV.id, "events", spec, 1_001)
-    appended = durable.append(uow, ENV.id, "events", closing, 2_000)
-    retried = durable.append(uow, ENV.id, "events", closing, 2_001)  # the same producer seq: a duplicate
+    appended = durable.append(uow, ENV.id, "events", closing, 2_000, GroupCommit())
+    retried = durable.append(uow, ENV.id, "events", closing, 2_001, GroupCommit())  # a duplicate
     result = durable.read(uow, uow, ENV.id, "events", 0, 10, 3_000)
 
     assert (created.is_new, created.tail, again.is_new) == (True, 1, False)
@@ -253,7 +254,35 @@ def test_a_durable_stream_is_created_appended_by_a_producer_once_closed_and_read
     assert [body.replace(" ", "") for body in result.bodies] == ['[{"n":1}]', '[{"n":2}]']
     assert result.closed_at_tail and uow.woken == [created.stream.key]
     with pytest.raises(durable.StreamClosed):
-        durable.append(uow, ENV.id, "events", durable.AppendRequest(b"[3]", "application/json"), 4_000)
+        durable.append(
+            uow, ENV.id, "events", durable.AppendRequest(b"[3]", "application/json"), 4_000, GroupCommit()
+        )
+
+
+def test_a_batch_of_durable_appends_is_judged_in_order_and_written_once(uow):
+    """Each append of a batch gets what it would have got alone, one after the other."""
+    durable.create_stream(uow, ENV.id, "log", durable.CreateSpec(content_type="application/json"), 1_000)
+    json_append = functools.partial(durable.AppendRequest, content_type="application/json")
+    producer = ProducerHeaders("writer", 0, 0)
+    batch = [
+        json_append(b"[1, 2]"),
+        json_append(b'{"n": 3}', producer=producer),
+        json_append(b'{"n": 4}', producer=producer),  # the same producer seq again: a duplicate
+        json_append(b"[5]", content_type="text/plain"),
+        json_append(b"[6]", stream_seq="b"),
+        json_append(b"[7]", stream_seq="a"),  # not after "b"
+        json_append(b"", close=True),
+        json_append(b"[8]"),
+    ]
+
+    outcomes = durable.append_batch(uow, ENV.id, "log", [(request, 2_000) for request in batch])
+    result = durable.read(uow, uow, ENV.id, "log", 0, 10, 3_000)
+
+    tails_or_errors = [type(o).__name__ if isinstance(o, Exception) else o.tail for o in outcomes]
+    assert tails_or_errors == [1, 2, 2, "Conflict", 3, "Conflict", 3, "StreamClosed"]
+    assert outcomes[2].verdict.status == "duplicate" and outcomes[6].closed
+    assert [body.replace(" ", "") for body in result.bodies] == ["[1,2]", '[{"n":3}]', "[6]"]
+    assert result.closed_at_tail
 
 
 def test_readers_can_share_one_session_lookup(uow, launcher):
