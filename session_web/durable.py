@@ -8,9 +8,10 @@ wait: they wait on a wake-up hub subscription between short reads, as the realti
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -292,11 +293,14 @@ def _read(svc: Services, environment_id: str, path: str) -> Response:
     def read_from(position: int | None) -> ReadResult:
         return service.read(svc.read_uow(), svc.uow(), environment_id, path, position, READ_LIMIT, _now_ms())
 
-    return _serve_read(svc, path, read_from)
+    return _serve_read(svc, path, read_from, ("stream", environment_id, path))
 
 
-def _serve_read(svc: Services, path: str, read_from: Callable[[int | None], ReadResult]) -> Response:
-    """A GET: catch-up, ``offset=now``, long-poll or SSE, over ``read_from(position)``."""
+def _serve_read(
+    svc: Services, path: str, read_from: Callable[[int | None], ReadResult], reader: Hashable
+) -> Response:
+    """A GET: catch-up, ``offset=now``, long-poll or SSE, over ``read_from(position)``; ``reader``
+    names what ``read_from`` reads, and as whom, so live readers that share it share their reads."""
     offset = _offset_param()
     live = request.args.get("live")
     if live in ("long-poll", "sse") and offset is None:
@@ -304,7 +308,7 @@ def _serve_read(svc: Services, path: str, read_from: Callable[[int | None], Read
     start = _start(offset)
     result = read_from(start)
     if live == "sse":
-        return _sse(svc, result, result.tail if start is None else start, read_from)
+        return _sse(svc, result, result.tail if start is None else start, read_from, reader)
     if live == "long-poll":
         return _long_poll(svc, path, result, start, read_from)
     if offset == OFFSET_NOW:
@@ -396,11 +400,19 @@ def _control(next_seq: int, cursor: str, *, up_to_date: bool, closed: bool) -> s
 
 
 def _sse(
-    svc: Services, first: ReadResult, start: int, read_from: Callable[[int | None], ReadResult]
+    svc: Services,
+    first: ReadResult,
+    start: int,
+    read_from: Callable[[int | None], ReadResult],
+    reader: Hashable,
 ) -> Response:
     """``live=sse``: each record as a ``data`` event followed by its ``control`` event; base64 for
     types other than text and JSON. Ends at a closed tail, after ``SSE_LIFETIME_SECONDS``, or on
-    shutdown; the client reconnects from the last ``streamNextOffset``."""
+    shutdown; the client reconnects from the last ``streamNextOffset``.
+
+    An append wakes every reader of the stream at once: those at one position share one read of
+    what follows (``Services.ds_reads``) instead of each making its own round trips.
+    """
     content_type = first.content_type
     is_base64 = not is_text_type(content_type)
     client_cursor = request.args.get("cursor")
@@ -439,7 +451,7 @@ def _sse(
                         return
                     subscription.wait(result.tail, min(wait_seconds, remaining))
                 try:
-                    result = read_from(position)
+                    result = svc.ds_reads.do((reader, position), functools.partial(read_from, position))
                 except SessionsError:  # deleted or expired meanwhile
                     return
 
@@ -467,7 +479,7 @@ def _session_channel(svc: Services, principal: Principal, path: str, session_ref
         return ReadResult(channel.key, JSON_TYPE, channel.ended, bodies, next_seq, tail)
 
     if request.method == "GET":
-        return _serve_read(svc, path, read_from)
+        return _serve_read(svc, path, read_from, ("session", principal, session_ref, io))
     if request.method == "POST":
         return _append_to_session_channel(svc, principal, session_ref, io)
     current = read_from(None)

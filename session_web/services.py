@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from session_core.channels.records import ReadBatch
 from session_core.channels.wakeups import WakeupHub
 from session_core.config import Settings
 from session_core.db.uow import UnitOfWork
-from session_core.durable.service import DsAppendGroups
+from session_core.durable.service import DsAppendGroups, ReadResult
 from session_core.repositories.ports import SessionLister
 from session_core.services.channels import AppendGroups, SessionLookups
 from session_core.services.runs import RunLauncher
@@ -36,6 +37,8 @@ class Services:
     session_lookups: SessionLookups = field(default_factory=SingleFlight)
     #: Appends to one channel arriving together are written in one transaction.
     appends: AppendGroups = field(default_factory=GroupCommit)
+    #: Live readers of one Durable Stream at one position, woken together, share one read of it.
+    ds_reads: SingleFlight[tuple[Hashable, int], ReadResult] = field(default_factory=SingleFlight)
     #: Appends to one Durable Stream arriving together are written in one transaction.
     ds_appends: DsAppendGroups = field(default_factory=GroupCommit)
     #: Environments by key and id, remembered so authenticating a request costs no round trip.

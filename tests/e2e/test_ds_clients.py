@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
 from durable_streams import DurableStream
 
+from tests.e2e.sse_client import iter_events
 from tests.servers import LiveServer
 
 pytestmark = pytest.mark.postgres
@@ -115,3 +117,52 @@ def test_a_sigkill_during_idempotent_appends_loses_and_duplicates_nothing(postgr
     assert not writer.is_alive()
     assert set(statuses) <= {200, 204} and len(statuses) == appends
     assert [item["seq"] for item in read.json()] == list(range(appends))
+
+
+def test_writers_and_live_readers_of_one_stream_at_once_each_get_their_own_answer(server, key):
+    """Appends arriving together are written in one transaction and readers woken together share
+    one read: still, each append gets its own offset, and each reader every message once, in order."""
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{server.base_url}/v1/stream/together/{uuid.uuid4().hex}"
+    httpx.put(url, headers={**headers, "Content-Type": "application/json"}).raise_for_status()
+    writers, appends, readers = 8, 25, 20
+    connected = threading.Barrier(readers + 1, timeout=30)
+    received: list[list[dict]] = [[] for _ in range(readers)]
+    offsets: list[list[str]] = [[] for _ in range(writers)]
+
+    def read(messages: list[dict]) -> None:
+        at_tail = False
+        with requests.get(f"{url}?offset=-1&live=sse", headers=headers, stream=True, timeout=30) as response:
+            for event in iter_events(response):
+                if event.name == "control" and not at_tail:  # the first one: the stream is read up to now
+                    at_tail = True
+                    connected.wait()
+                if event.name == "data":
+                    messages.extend(json.loads(event.data))
+                if len(messages) >= writers * appends:
+                    return
+
+    def write(w: int) -> None:
+        with httpx.Client(headers={**headers, "Content-Type": "application/json"}, timeout=30) as client:
+            for n in range(appends):
+                answer = client.post(url, content=json.dumps([{"w": w, "n": n}]))
+                assert answer.status_code == 204, answer.text
+                offsets[w].append(answer.headers["Stream-Next-Offset"])
+
+    reading = [threading.Thread(target=read, args=(messages,)) for messages in received]
+    for thread in reading:
+        thread.start()
+    connected.wait()
+    writing = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in writing:
+        thread.start()
+    for thread in writing + reading:
+        thread.join(timeout=60)
+
+    stored = httpx.get(f"{url}?offset=-1", headers=headers).json()
+    assert len(stored) == writers * appends
+    for w in range(writers):
+        assert [m["n"] for m in stored if m["w"] == w] == list(range(appends))
+        assert offsets[w] == sorted(offsets[w])  # offsets are ordered strings
+    assert len({offset for per_writer in offsets for offset in per_writer}) == writers * appends
+    assert all(messages == stored for messages in received)
