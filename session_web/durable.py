@@ -66,8 +66,11 @@ EXPOSE_HEADERS = (
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cross-Origin-Resource-Policy": "cross-origin"}
 #: Cacheable reads (catch-up and long-poll 200s): immutable history, briefly reusable at the tail.
 CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
-#: A catch-up read returns at most this many records; the client reads on from Stream-Next-Offset.
-READ_LIMIT = 1000
+#: A read returns at most this many records, and stops at the record that brings its stored bytes
+#: to ``READ_MAX_BYTES``; the client reads on from Stream-Next-Offset. A catch-up of a long stream
+#: is then a few requests, not one per thousand records.
+READ_LIMIT = 10_000
+READ_MAX_BYTES = 4 * 1024 * 1024
 #: An SSE response ends after this long; the client reconnects from its last offset (§5.7).
 SSE_LIFETIME_SECONDS = 60.0
 #: Appends and initial bodies up to this size are taken (the app's own limit is lower).
@@ -291,7 +294,9 @@ def _start(offset: str | None) -> int | None:
 
 def _read(svc: Services, environment_id: str, path: str) -> Response:
     def read_from(position: int | None) -> ReadResult:
-        return service.read(svc.read_uow(), svc.uow(), environment_id, path, position, READ_LIMIT, _now_ms())
+        return service.read(
+            svc.read_uow(), svc.uow(), environment_id, path, position, READ_LIMIT, _now_ms(), READ_MAX_BYTES
+        )
 
     return _serve_read(svc, path, read_from, ("stream", environment_id, path))
 
@@ -475,7 +480,9 @@ def _session_channel(svc: Services, principal: Principal, path: str, session_ref
 
     def read_from(position: int | None) -> ReadResult:
         channel = opened()
-        bodies, next_seq, tail = channels.read_channel(svc.read_uow(), channel.key, position, READ_LIMIT)
+        bodies, next_seq, tail = channels.read_channel(
+            svc.read_uow(), channel.key, position, READ_LIMIT, READ_MAX_BYTES
+        )
         return ReadResult(channel.key, JSON_TYPE, channel.ended, bodies, next_seq, tail)
 
     if request.method == "GET":

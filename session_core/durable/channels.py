@@ -63,15 +63,16 @@ def open_channel(
 
 
 def read_channel(
-    uow: AbstractUnitOfWork, key: str, start: int | None, limit: int
+    uow: AbstractUnitOfWork, key: str, start: int | None, limit: int, max_bytes: int
 ) -> tuple[list[str], int, int]:
-    """Up to ``limit`` messages from seq_num ``start`` (None: the tail), stored-body shaped (one-message
-    JSON arrays), with the position after them and the tail."""
+    """Up to ``limit`` messages from seq_num ``start`` (None: the tail), and no more than ``max_bytes``
+    of stored records plus one, stored-body shaped (one-message JSON arrays), with the position
+    after them and the tail."""
     with uow:
         if start is None:
             tail = uow.channels.tail(key).seq_num
             return [], tail, tail
-        records, position = uow.channels.read_with_tail(key, start, limit)
+        records, position = uow.channels.read_with_tail(key, start, limit, max_bytes)
     tail = position.seq_num
     bodies = [json_record_body([message(record)]) for record in records]
     return bodies, records[-1].seq_num + 1 if records else tail, tail

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 from session_core.channels.group_commit import GroupCommit
-from session_core.channels.records import Append, NewRecord
+from session_core.channels.records import MAX_POSITION, Append, NewRecord
 from session_core.durable.rules import (
     DEFAULT_CONTENT_TYPE,
     DsStream,
@@ -281,7 +281,7 @@ def _fork(
 
 def _sub_offset_prefix(uow: AbstractUnitOfWork, source: DsStream, fork_seq: int, sub_offset: int) -> str:
     """The first ``sub_offset`` bytes (JSON: messages) of the source's record at ``fork_seq``."""
-    found = _read_chain(uow, source, fork_seq, fork_seq + 1, 1)
+    found = _read_chain(uow, source, fork_seq, fork_seq + 1, 1, MAX_POSITION)
     if not found:
         raise BadRequest("Invalid fork sub-offset: no data past the fork offset")
     body = found[0]
@@ -482,8 +482,10 @@ def read(
     start: int | None,
     limit: int,
     now_ms: int,
+    max_bytes: int = MAX_POSITION,
 ) -> ReadResult:
-    """Read up to ``limit`` records from position ``start`` (None: the tail), renewing the TTL.
+    """Read up to ``limit`` records from position ``start`` (None: the tail), renewing the TTL, and
+    no more than ``max_bytes`` of stored records plus one.
 
     A fork's positions below its fork point come from its source, recursively. Streams without a
     TTL are read read-only (unless just expired), so readers never queue for the write lock.
@@ -493,10 +495,10 @@ def read(
     with read_uow:
         stream = read_uow.ds.get(environment_id, path)
         if not _needs_write(stream, now_ms, touch=True):
-            return _read(read_uow, _check_live(stream), start, limit)
+            return _read(read_uow, _check_live(stream), start, limit, max_bytes)
     with write_uow:
         stream = _existing(write_uow, environment_id, path, now_ms, lock=False)
-        result = _read(write_uow, write_uow.ds.touch(stream, now_ms), start, limit)
+        result = _read(write_uow, write_uow.ds.touch(stream, now_ms), start, limit, max_bytes)
         write_uow.commit()
     return result
 
@@ -518,24 +520,30 @@ def _check_live(stream: DsStream | None) -> DsStream:
     return stream
 
 
-def _read(uow: AbstractUnitOfWork, stream: DsStream, start: int | None, limit: int) -> ReadResult:
+def _read(
+    uow: AbstractUnitOfWork, stream: DsStream, start: int | None, limit: int, max_bytes: int
+) -> ReadResult:
     tail = uow.channels.tail(stream.key).seq_num
     begin = tail if start is None else start
-    bodies = _read_chain(uow, stream, begin, tail, limit) if begin < tail else []
+    bodies = _read_chain(uow, stream, begin, tail, limit, max_bytes) if begin < tail else []
     next_seq = begin + len(bodies) if bodies else tail
     return ReadResult(stream.key, stream.content_type, stream.closed, bodies, next_seq, tail)
 
 
-def _read_chain(uow: AbstractUnitOfWork, stream: DsStream, start: int, end: int, limit: int) -> list[str]:
-    """Record bodies of positions ``start``..``end`` (exclusive) as ``stream`` sees them."""
+def _read_chain(
+    uow: AbstractUnitOfWork, stream: DsStream, start: int, end: int, limit: int, max_bytes: int
+) -> list[str]:
+    """Record bodies of positions ``start``..``end`` (exclusive) as ``stream`` sees them, up to
+    ``limit`` of them and about ``max_bytes`` (each store read stops one record past its share)."""
     bodies: list[str] = []
     own_start = stream.first_own_seq
     if start < own_start and stream.source_id is not None:
         source = uow.ds.get_by_id(stream.source_id)
         if source is not None:
-            bodies = _read_chain(uow, source, start, min(end, own_start), limit)
-        if len(bodies) >= limit or end <= own_start:
+            bodies = _read_chain(uow, source, start, min(end, own_start), limit, max_bytes)
+        max_bytes -= sum(len(body) for body in bodies)
+        if len(bodies) >= limit or end <= own_start or max_bytes <= 0:
             return bodies[:limit]
     begin = max(start, own_start)
-    records = uow.channels.read(stream.key, begin, min(limit - len(bodies), end - begin))
+    records = uow.channels.read(stream.key, begin, min(limit - len(bodies), end - begin), max_bytes)
     return bodies + [record.body for record in records if record.seq_num < end]

@@ -192,3 +192,31 @@ def test_a_close_through_another_server_ends_a_long_poll_at_once(pg_url):
         for app in (waiting, closing):
             app.extensions["sessions"].hub.close()
             app.extensions["sessions"].engine.dispose()
+
+
+def test_a_catch_up_read_returns_thousands_of_messages_at_once(client: FlaskClient, env, make_session):
+    session, key = make_session(), bearer(env.api_key)
+    base = f"/v1/stream/sessions/{session['id']}/out"
+    messages = [{"n": n} for n in range(1_500)]
+    client.post(base, data=json.dumps(messages), headers={**key, "Content-Type": "application/json"})
+
+    read = client.get(f"{base}?offset=-1", headers=key)
+
+    assert [json.loads(item["data"]) for item in read.get_json()] == messages
+    assert read.headers["Stream-Up-To-Date"] == "true"
+
+
+def test_a_catch_up_read_stops_near_four_mebibytes_and_the_rest_follows(client: FlaskClient, env):
+    url, auth = stream_url(), bearer(env.api_key)
+    plain = {**auth, "Content-Type": "text/plain"}
+    client.put(url, headers=plain)
+    chunks = [bytes([65 + n]) * 900_000 for n in range(6)]  # stored as base64: 1.2 MB each
+    for chunk in chunks:
+        assert client.post(url, data=chunk, headers=plain).status_code == 204
+
+    first = client.get(f"{url}?offset=-1", headers=auth)
+    rest = client.get(f"{url}?offset={first.headers['Stream-Next-Offset']}", headers=auth)
+
+    assert len(first.data) < 5 * 1024 * 1024 and "Stream-Up-To-Date" not in first.headers
+    assert first.data + rest.data == b"".join(chunks)
+    assert rest.headers["Stream-Up-To-Date"] == "true"
