@@ -450,13 +450,18 @@ def _sse(
                 yield "".join(chunk)
                 if result.closed_at_tail:
                     return
+                is_woken = False
                 if result.up_to_date:
                     remaining = end_at - time.monotonic()
                     if remaining <= 0 or svc.hub.is_closed:
                         return
-                    subscription.wait(result.tail, min(wait_seconds, remaining))
+                    is_woken = subscription.wait(result.tail, min(wait_seconds, remaining))
                 try:
                     result = svc.ds_reads.do((reader, position), functools.partial(read_from, position))
+                    if is_woken and not result.bodies and not result.closed_at_tail:
+                        # A wake-up that moved no tail (a close or a delete writes no record) may
+                        # have joined a read begun before that change: read again, alone.
+                        result = read_from(position)
                 except SessionsError:  # deleted or expired meanwhile
                     return
 

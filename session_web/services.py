@@ -37,7 +37,7 @@ class Services:
     session_lookups: SessionLookups = field(default_factory=SingleFlight)
     #: Appends to one channel arriving together are written in one transaction.
     appends: AppendGroups = field(default_factory=GroupCommit)
-    #: Live readers of one Durable Stream at one position, woken together, share one read of it.
+    #: Live readers of one Durable Stream at one position at once share one read of it.
     ds_reads: SingleFlight[tuple[Hashable, int], ReadResult] = field(default_factory=SingleFlight)
     #: Appends to one Durable Stream arriving together are written in one transaction.
     ds_appends: DsAppendGroups = field(default_factory=GroupCommit)

@@ -3,7 +3,8 @@
 When an append wakes a thousand live readers of one channel, they all want the same batch; one
 database read serves them all instead of a thousand. A caller that joins a read already under way
 may get an answer from just before its wake-up; its subscription still knows the newer tail, so it
-simply reads again and loses nothing.
+simply reads again and loses nothing. A wake-up that moves no tail (a Durable Stream closed or
+deleted) leaves nothing to compare: that reader reads again alone (``session_web.durable``).
 """
 
 from __future__ import annotations

@@ -369,15 +369,21 @@ class _Writes:
 def append_batch(
     uow: AbstractUnitOfWork, environment_id: str, path: str, batch: list[tuple[AppendRequest, int]]
 ) -> list[Appended | SessionsError]:
-    """Judge a batch of appends to one stream in arrival order and write it; one outcome each."""
-    now_ms = max(arrived for _, arrived in batch)
+    """Judge a batch of appends to one stream in arrival order and write it; one outcome each.
+
+    Each append is judged at its own arrival time: one that arrived after the stream expired is
+    refused as it would have been alone, though the ones before it were taken.
+    """
+    first = min(arrived for _, arrived in batch)
     with uow:
-        stream = original = _existing(uow, environment_id, path, now_ms, lock=True)
-        writes = _Writes(uow, stream.key, now_ms)
+        stream = original = _existing(uow, environment_id, path, first, lock=True)
+        writes = _Writes(uow, stream.key, max(arrived for _, arrived in batch))
         judged: list[tuple[Appended, int | None] | SessionsError] = []
-        for request, _ in batch:
+        for request, arrived in batch:
             try:
-                stream, outcome, written = _append(uow, stream, request, now_ms, writes)
+                if is_expired(stream.ttl_seconds, stream.expires_at_ms, stream.last_access_ms, arrived):
+                    raise NotFound("Stream not found")
+                stream, outcome, written = _append(uow, stream, request, arrived, writes)
             except SessionsError as error:
                 judged.append(error)
             else:
@@ -436,6 +442,7 @@ def _append(
         uow.wake_readers(stream.key)
     if updated.ttl_seconds is not None:
         updated = replace(updated, last_access_ms=max(now_ms, updated.last_access_ms))
+    # An append that wrote learns its tail once the batch is written (``_written``).
     tail = -1 if written is not None else writes.tail()
     return updated, Appended(tail, updated.closed, verdict), written
 
@@ -541,7 +548,9 @@ def _read_chain(
         source = uow.ds.get_by_id(stream.source_id)
         if source is not None:
             bodies = _read_chain(uow, source, start, min(end, own_start), limit, max_bytes)
-        max_bytes -= sum(len(body) for body in bodies)
+            if len(bodies) < min(end, own_start) - start:  # the source's part stopped at a bound
+                return bodies
+        max_bytes -= sum(len(body.encode()) for body in bodies)
         if len(bodies) >= limit or end <= own_start or max_bytes <= 0:
             return bodies[:limit]
     begin = max(start, own_start)

@@ -220,3 +220,27 @@ def test_a_catch_up_read_stops_near_four_mebibytes_and_the_rest_follows(client: 
     assert len(first.data) < 5 * 1024 * 1024 and "Stream-Up-To-Date" not in first.headers
     assert first.data + rest.data == b"".join(chunks)
     assert rest.headers["Stream-Up-To-Date"] == "true"
+
+
+def test_a_fork_read_page_by_page_gives_its_source_then_its_own_records(client: FlaskClient, env):
+    """Pages are bounded in stored bytes, which outnumber characters in text beyond ASCII."""
+    source, fork, auth = stream_url(), stream_url(), bearer(env.api_key)
+    as_json = {**auth, "Content-Type": "application/json"}
+    messages = [chr(0xE0 + n) * 300_000 for n in range(10)]  # 600 kB of UTF-8 each
+    client.put(source, headers=as_json)
+    for message in messages[:8]:
+        client.post(source, data=json.dumps([message], ensure_ascii=False).encode(), headers=as_json)
+    assert client.put(fork, headers={**as_json, "Stream-Forked-From": source}).status_code == 201
+    for message in messages[8:]:
+        client.post(fork, data=json.dumps([message], ensure_ascii=False).encode(), headers=as_json)
+
+    pages, offset = [], "-1"
+    for _ in range(len(messages)):
+        page = client.get(f"{fork}?offset={offset}", headers=auth)
+        pages.append(page.get_json())
+        offset = page.headers["Stream-Next-Offset"]
+        if page.headers.get("Stream-Up-To-Date") == "true":
+            break
+
+    assert len(pages) > 1  # the source's part alone is over one page
+    assert [message for page in pages for message in page] == messages

@@ -285,6 +285,18 @@ def test_a_batch_of_durable_appends_is_judged_in_order_and_written_once(uow):
     assert result.closed_at_tail
 
 
+def test_each_append_of_a_batch_is_judged_at_its_own_arrival(uow):
+    spec = durable.CreateSpec(
+        content_type="text/plain", expires_at="1970-01-01T00:00:01.500Z", expires_at_ms=1_500
+    )
+    durable.create_stream(uow, ENV.id, "brief", spec, 1_000)
+    before, after = durable.AppendRequest(b"a", "text/plain"), durable.AppendRequest(b"b", "text/plain")
+
+    outcomes = durable.append_batch(uow, ENV.id, "brief", [(before, 1_400), (after, 1_600)])
+
+    assert outcomes[0].tail == 1 and isinstance(outcomes[1], NotFound)
+
+
 def test_readers_can_share_one_session_lookup(uow, launcher):
     session = create(uow, launcher).session
     asked = []
