@@ -149,7 +149,7 @@ def test_writers_and_live_readers_of_one_stream_at_once_each_get_their_own_answe
                 assert answer.status_code == 204, answer.text
                 offsets[w].append(answer.headers["Stream-Next-Offset"])
 
-    reading = [threading.Thread(target=read, args=(messages,)) for messages in received]
+    reading = [threading.Thread(target=read, args=(messages,), daemon=True) for messages in received]
     for thread in reading:
         thread.start()
     connected.wait()
