@@ -416,8 +416,7 @@ def _append(
         if producer is not None and producer == stream.closed_by:
             return stream, Appended(tail, True, ProducerVerdict("duplicate", last_seq=producer.seq)), None
         if not request.body and producer is None:
-            uow.ds.touch(stream, now_ms)
-            return stream, Appended(tail, True), None
+            return _renewed(stream, now_ms), Appended(tail, True), None
         raise StreamClosed(tail)
     if request.body and normalize_content_type(request.content_type) != normalize_content_type(
         stream.content_type
@@ -440,11 +439,18 @@ def _append(
     if request.close:
         updated = replace(updated, closed=True, closed_by=producer)
         uow.wake_readers(stream.key)
-    if updated.ttl_seconds is not None:
-        updated = replace(updated, last_access_ms=max(now_ms, updated.last_access_ms))
+    updated = _renewed(updated, now_ms)
     # An append that wrote learns its tail once the batch is written (``_written``).
     tail = -1 if written is not None else writes.tail()
     return updated, Appended(tail, updated.closed, verdict), written
+
+
+def _renewed(stream: DsStream, now_ms: int) -> DsStream:
+    """``stream`` with its sliding TTL restarted at ``now_ms`` (as it is without one); the batch
+    writes it with the rest of the stream's state."""
+    if stream.ttl_seconds is None:
+        return stream
+    return replace(stream, last_access_ms=max(now_ms, stream.last_access_ms))
 
 
 def head(

@@ -297,6 +297,20 @@ def test_each_append_of_a_batch_is_judged_at_its_own_arrival(uow):
     assert outcomes[0].tail == 1 and isinstance(outcomes[1], NotFound)
 
 
+def test_closing_a_stream_then_closing_it_again_renews_its_ttl_to_the_last(uow):
+    durable.create_stream(
+        uow, ENV.id, "done", durable.CreateSpec(content_type="text/plain", ttl_seconds=60), 1_000
+    )
+    last = durable.AppendRequest(b"x", "text/plain", close=True)
+    again = durable.AppendRequest(b"", "text/plain", close=True)
+
+    outcomes = durable.append_batch(uow, ENV.id, "done", [(last, 2_000), (again, 3_000)])
+
+    assert [(o.tail, o.closed) for o in outcomes] == [(1, True), (1, True)]
+    with uow:
+        assert uow.ds.get(ENV.id, "done").last_access_ms == 3_000
+
+
 def test_readers_can_share_one_session_lookup(uow, launcher):
     session = create(uow, launcher).session
     asked = []
